@@ -1,0 +1,88 @@
+"""A RecBole `Config` that knows recbole_genair's models, YAML and datasets."""
+from pathlib import Path
+
+import recbole
+from recbole.config import Config as RecBoleConfig
+from recbole.utils import ModelType
+
+from recbole_genair.utils import get_model
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+PROPS_DIR = PACKAGE_ROOT / "props"
+DATASET_DIR = PACKAGE_ROOT / "dataset"
+RECBOLE_PROPS_DIR = Path(recbole.__file__).resolve().parent / "properties"
+
+
+class Config(RecBoleConfig):
+    """RecBole's configurator with three changes.
+
+    - Model defaults are layered: RecBole's YAML of every RecBole class the model derives from, then
+      `props/overall.yaml`, then our `props/model/<Class>.yaml` for every class in the hierarchy, then
+      `props/dataset/<dataset>.yaml`. `SASRecGenAIR` therefore starts from SASRec's settings.
+    - Command-line `--key=value` pairs are read from `cmd_args` only (not from `sys.argv`), so a
+      library call or a test never picks up foreign arguments.
+    - Without an explicit `data_path`, `./dataset/<name>` is used if it exists, then our repository's
+      `dataset/<name>` (RecBole would force its own copy of ml-100k).
+    Models that read LLM item vectors get the `.itememb` loading settings added (see
+    `recbole_genair.data.itememb`).
+    """
+
+    def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None):
+        self._cmd_args = list(cmd_args or [])
+        super().__init__(model, dataset, config_file_list, config_dict)
+        if getattr(self.model_class, "uses_llm_item_embedding", False):
+            from recbole_genair.data.itememb import add_itememb_settings
+
+            add_itememb_settings(self.final_config_dict)
+
+    def _load_cmd_line(self):
+        cmd_config_dict = {}
+        for arg in self._cmd_args:
+            if not arg.startswith("--") or "=" not in arg:
+                raise SyntaxError(f"command line argument {arg!r} is not of the form --key=value")
+            key, value = arg[2:].split("=", 1)
+            if key in cmd_config_dict and value != cmd_config_dict[key]:
+                raise SyntaxError(f"there are duplicate command line arguments for {key!r}")
+            cmd_config_dict[key] = value
+        return self._convert_config_dict(cmd_config_dict)
+
+    def _get_model_and_dataset(self, model, dataset):
+        if model is None and "model" in self.external_config_dict:
+            model = self.external_config_dict["model"]
+        if isinstance(model, str):
+            model = get_model(model)
+        return super()._get_model_and_dataset(model, dataset)
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        super()._load_internal_config_dict(model, model_class, dataset)
+        files = [RECBOLE_PROPS_DIR / "model" / f"{cls.__name__}.yaml" for cls in self._hierarchy(model_class)]
+        files.append(PROPS_DIR / "overall.yaml")
+        files += [PROPS_DIR / "model" / f"{cls.__name__}.yaml" for cls in self._hierarchy(model_class)]
+        for file in files:
+            if file.is_file():
+                self._update_internal_config_dict(str(file))
+        dataset_file = PROPS_DIR / "dataset" / f"{dataset}.yaml"
+        if dataset_file.is_file():
+            keys = self._update_internal_config_dict(str(dataset_file)) or {}
+            self.parameters["Dataset"] += [k for k in keys if k not in self.parameters["Dataset"]]
+
+    @staticmethod
+    def _hierarchy(model_class):
+        """Classes of the model (mixins included) from the most general to `model_class` itself."""
+        return [cls for cls in reversed(model_class.__mro__) if cls is not object]
+
+    def _set_default_parameters(self):
+        final = self.final_config_dict
+        if (
+            final.get("loss_type") == "CE"
+            and final.get("MODEL_TYPE") == ModelType.SEQUENTIAL
+            and "train_neg_sample_args" not in self.external_config_dict
+        ):
+            # RecBole's overall.yaml asks for a negative sample that CE sequential models refuse.
+            final["train_neg_sample_args"] = None
+        super()._set_default_parameters()
+        if "data_path" not in self.external_config_dict:
+            for root in (Path.cwd() / "dataset", DATASET_DIR):
+                if (root / self.dataset).is_dir():
+                    self.final_config_dict["data_path"] = str(root / self.dataset)
+                    break

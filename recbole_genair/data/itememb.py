@@ -1,0 +1,183 @@
+"""Reading and checking the LLM item vectors of a dataset (`<dataset>.itememb`).
+
+The file is the contract between the archetype preprocessor and the models: a RecBole atomic file
+
+    iid:token<TAB>item_emb:float_seq        (tab between columns, spaces inside the vector)
+
+loaded through RecBole's `additional_feat_suffix` + `alias_of_item_id` + `preload_weight`. RecBole
+itself accepts broken files silently (missing items become zero rows, foreign ids enlarge the item
+vocabulary), so every problem is detected here and reported with the file, the count and examples.
+"""
+import os
+
+import numpy as np
+import torch
+
+DEFAULTS = {"itememb_suffix": "itememb", "itememb_id_field": "iid", "itememb_vector_field": "item_emb"}
+_EXAMPLES = 5
+
+
+class ItemEmbeddingError(ValueError):
+    """A `.itememb` file that cannot be used as it is."""
+
+
+def _setting(config, key):
+    value = config[key] if key in config else None
+    return DEFAULTS[key] if value is None else value
+
+
+def itememb_path(config):
+    return os.path.join(config["data_path"], f"{config['dataset']}.{_setting(config, 'itememb_suffix')}")
+
+
+def add_itememb_settings(config_dict):
+    """Add the RecBole settings that load `.itememb` as a preloaded weight of the item ids."""
+    suffix = _setting(config_dict, "itememb_suffix")
+    id_field = _setting(config_dict, "itememb_id_field")
+    vector_field = _setting(config_dict, "itememb_vector_field")
+    suffixes = list(config_dict.get("additional_feat_suffix") or [])
+    if suffix not in suffixes:
+        suffixes.append(suffix)
+    config_dict["additional_feat_suffix"] = suffixes
+    if config_dict.get("load_col") is not None:
+        config_dict["load_col"] = {**config_dict["load_col"], suffix: [id_field, vector_field]}
+    aliases = list(config_dict.get("alias_of_item_id") or [])
+    if id_field not in aliases:
+        aliases.append(id_field)
+    config_dict["alias_of_item_id"] = aliases
+    config_dict["preload_weight"] = {**(config_dict.get("preload_weight") or {}), id_field: vector_field}
+    # RecBole's min-max normalisation would rescale the LLM vectors before they are preloaded.
+    if config_dict.get("normalize_all"):
+        config_dict["normalize_all"] = False
+    if config_dict.get("normalize_field"):
+        config_dict["normalize_field"] = [f for f in config_dict["normalize_field"] if f != vector_field]
+
+
+class _Shown(str):
+    """An example already formatted for a message."""
+
+
+def _examples(items):
+    items = [x if isinstance(x, _Shown) else repr(x) for x in items]
+    shown = ", ".join(items[:_EXAMPLES])
+    return shown + (", ..." if len(items) > _EXAMPLES else "")
+
+
+def check_itememb_file(config):
+    """Check the raw file before RecBole parses it; return its raw item ids in file order.
+
+    Detects: a missing file, a wrong header, empty or duplicate ids, vectors of different lengths,
+    values that are not numbers, NaN and inf.
+    """
+    path = itememb_path(config)
+    id_field = _setting(config, "itememb_id_field")
+    vector_field = _setting(config, "itememb_vector_field")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"{config['model']} needs LLM item vectors, but {path} does not exist. Produce it with the "
+            f"archetype preprocessor: `python -m recbole_genair.archetype --dataset={config['dataset']} "
+            f"--data_path={os.path.dirname(path)}` (see README), or write it yourself as "
+            f"'{id_field}:token<TAB>{vector_field}:float_seq' with one line per item."
+        )
+    sep = config["field_separator"] or "\t"
+    seq_sep = config["seq_separator"] or " "
+    expected = [f"{id_field}:token", f"{vector_field}:float_seq"]
+    ids, seen = [], set()
+    problems = {k: [] for k in ("empty id", "duplicate id", "not a number", "NaN or inf", "wrong length")}
+    dim = None
+    with open(path, "r", encoding="utf-8") as f:
+        header = f.readline().rstrip("\r\n").split(sep)
+        if header != expected:
+            raise ItemEmbeddingError(
+                f"{path}: header is {sep.join(header)!r}, expected {sep.join(expected)!r} "
+                f"(field names come from itememb_id_field / itememb_vector_field)."
+            )
+        for line_no, line in enumerate(f, start=2):
+            line = line.rstrip("\r\n")
+            if not line:
+                continue
+            token, _, vector_text = line.partition(sep)
+            label = _Shown(repr(token) if token else f"line {line_no}")
+            if not token:
+                problems["empty id"].append(label)
+                continue
+            if token in seen:
+                problems["duplicate id"].append(label)
+            seen.add(token)
+            ids.append(token)
+            try:
+                vector = np.array(vector_text.split(seq_sep), dtype=np.float64)
+            except ValueError:
+                problems["not a number"].append(label)
+                continue
+            if not np.isfinite(vector).all():
+                problems["NaN or inf"].append(label)
+            if dim is None:
+                dim = vector.size
+            elif vector.size != dim:
+                problems["wrong length"].append(_Shown(f"{label} ({vector.size} values)"))
+    found = {kind: items for kind, items in problems.items() if items}
+    if found:
+        lines = [f"  {len(items)} rows with {kind}: {_examples(items)}" for kind, items in found.items()]
+        raise ItemEmbeddingError(
+            f"{path} cannot be used (vectors should have {dim} values each):\n" + "\n".join(lines)
+            + "\nFix or regenerate these rows (python -m recbole_genair.archetype resumes and rewrites the file)."
+        )
+    if not ids:
+        raise ItemEmbeddingError(f"{path} has a header but no item rows; regenerate it.")
+    return ids
+
+
+def _interacted_items(dataset):
+    """Internal ids of the items in the dataset's interactions (before `build()`: one row per interaction)."""
+    items = np.unique(np.asarray(dataset.inter_feat[dataset.iid_field]))
+    return set(items[items > 0].tolist())
+
+
+def check_itememb_alignment(dataset, config, file_ids):
+    """Every interacted item has a vector and every vector belongs to an interacted item."""
+    path = itememb_path(config)
+    token2id = dataset.field2token_id[dataset.iid_field]
+    file_internal = {token2id[t] for t in file_ids}
+    interacted = _interacted_items(dataset)
+    extra = sorted(file_internal - interacted)
+    if extra:
+        raise ItemEmbeddingError(
+            f"{path}: {len(extra)} item ids do not occur in the interactions of {config['dataset']} "
+            f"(after RecBole's filtering), e.g. {_examples(dataset.id2token(dataset.iid_field, extra))}. "
+            f"RecBole would add them to the item vocabulary and to every ranking. Remove these rows, "
+            f"or regenerate the file for this dataset and filtering."
+        )
+    missing = sorted(interacted - file_internal)
+    if missing:
+        raise ItemEmbeddingError(
+            f"{path}: {len(missing)} items of {config['dataset']} have no vector, e.g. raw ids "
+            f"{_examples(dataset.id2token(dataset.iid_field, missing))}. Rerun the archetype "
+            f"preprocessor (it resumes and adds the missing items) instead of training on zero vectors."
+        )
+
+
+def load_llm_item_table(dataset, config):
+    """The frozen LLM item table, `n_items x d` float32 in internal id order, row 0 = padding (zeros)."""
+    id_field = _setting(config, "itememb_id_field")
+    path = itememb_path(config)
+    try:
+        matrix = dataset.get_preload_weight(id_field)
+    except ValueError as err:
+        raise ItemEmbeddingError(
+            f"{config['model']} found no preloaded LLM vectors ({err}); build the dataset with "
+            f"recbole_genair's Config so that {path} is loaded."
+        ) from None
+    if matrix.shape[0] != dataset.item_num:
+        raise ItemEmbeddingError(
+            f"{path}: the preloaded table has {matrix.shape[0]} rows for {dataset.item_num} item ids."
+        )
+    if not np.isfinite(matrix).all():
+        raise ItemEmbeddingError(f"{path}: vectors contain NaN or inf; regenerate the file.")
+    zero = np.flatnonzero(~matrix[1:].any(axis=1)) + 1
+    if zero.size:
+        raise ItemEmbeddingError(
+            f"{path}: {zero.size} items have no vector (they would train on zeros), e.g. raw ids "
+            f"{_examples(dataset.id2token(dataset.iid_field, zero))}. Rerun the archetype preprocessor."
+        )
+    return torch.from_numpy(matrix).float()

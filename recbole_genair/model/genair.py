@@ -1,0 +1,58 @@
+"""GenAIR (Generative Archetype Item Representations, WWW 2026) on RecBole's backbones.
+
+Each model is RecBole's backbone with its item-ID embedding replaced by the frozen archetype vectors
+(`.itememb`, eq. 7) and a trainable projector (eq. 8), on the input and on the scoring side. The
+behavioural calibration loss (eqs. 9-14) is added by `LLMRecTrainer` when `alpha` > 0.
+"""
+from recbole.model.sequential_recommender import BERT4Rec, GRU4Rec, SASRec
+
+from recbole_genair.data.itememb import load_llm_item_table
+from recbole_genair.model.layers import LLMItemEmbedding
+
+
+class LLMItemEmbeddingMixin:
+    """Swaps a RecBole sequential model's `item_embedding` for `LLMItemEmbedding`."""
+
+    uses_llm_item_embedding = True
+
+    def _use_llm_item_embedding(self, config, dataset, embedding_size, n_extra_tokens=0):
+        table = load_llm_item_table(dataset, config)
+        self.item_embedding = LLMItemEmbedding(
+            table, embedding_size, config["projector_hidden_size"], n_extra_tokens=n_extra_tokens
+        )
+
+
+
+class GenAIR(LLMItemEmbeddingMixin):
+    """What the GenAIR models add to a backbone; its defaults are in `props/model/GenAIR.yaml`."""
+
+    def calibration_items(self, interaction):
+        """Target items of the batch, whose embeddings the calibration loss spreads apart."""
+        return interaction[self.POS_ITEM_ID]
+
+
+class SASRecGenAIR(GenAIR, SASRec):
+    """GenAIR with the SASRec backbone."""
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self._use_llm_item_embedding(config, dataset, self.hidden_size)
+
+
+class GRU4RecGenAIR(GenAIR, GRU4Rec):
+    """GenAIR with the GRU4Rec backbone (item vectors of width `embedding_size`)."""
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self._use_llm_item_embedding(config, dataset, self.embedding_size)
+
+
+class BERT4RecGenAIR(GenAIR, BERT4Rec):
+    """GenAIR with the BERT4Rec backbone; the mask token keeps a trainable row after the items."""
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self._use_llm_item_embedding(config, dataset, self.hidden_size, n_extra_tokens=1)
+
+    def calibration_items(self, interaction):
+        return interaction[self.POS_ITEMS]

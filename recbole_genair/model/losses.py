@@ -1,0 +1,56 @@
+"""Auxiliary losses added to the ranking loss by the trainer."""
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class BehaviouralCalibrationLoss(nn.Module):
+    """GenAIR behavioural calibration (eqs. 9-14) on L2-normalised item embeddings.
+
+    S(i, j) = log(1 + C(i, j)) / log(1 + C_max)            (eq. 10)
+    w(i, j) = exp(-gamma * S(i, j))                         (eq. 11; w = 1 for pairs that never co-occur)
+    kernel "exp" (paper, eq. 12):    K = w * exp(-t * ||e_i - e_j||^2), L_cal = E[K]   (eq. 14)
+    kernel "linear" (authors' code): L_cal = -E[w * ||e_i - e_j||^2]
+
+    The expectation runs over ordered pairs of batch positions holding different items. It is computed
+    on the batch's unique items with multiplicity weights n_i * n_j, which gives the same value with
+    U x U memory (U unique items) and no n x n or pair x d tensor.
+    """
+
+    def __init__(self, cooccurrence, gamma=4.0, t=2.0, kernel="exp"):
+        super().__init__()
+        if kernel not in ("exp", "linear"):
+            raise ValueError(f"calibration_kernel must be 'exp' (paper) or 'linear' (authors' code), got {kernel!r}")
+        self.cooccurrence = cooccurrence.tocsr()
+        c_max = self.cooccurrence.max() if self.cooccurrence.nnz else 0.0
+        self.log_c_max = math.log1p(c_max) if c_max > 0 else 1.0
+        self.gamma, self.t, self.kernel = float(gamma), float(t), kernel
+
+    def pair_weights(self, items):
+        """w(i, j) for all pairs of the given item ids (vectorised sparse lookup), as a dense U x U tensor."""
+        idx = items.cpu().numpy()
+        counts = self.cooccurrence[idx][:, idx].toarray()
+        s = np.log1p(counts) / self.log_c_max
+        return torch.from_numpy(np.exp(-self.gamma * s)).to(dtype=torch.float32, device=items.device)
+
+    def forward(self, item_table, items):
+        """`item_table`: projected item embeddings (n_items x h); `items`: the batch's target item ids."""
+        items = items.reshape(-1)
+        items = items[items > 0]
+        unique, counts = torch.unique(items, return_counts=True)
+        multiplicity = counts[:, None].float() * counts[None, :].float()
+        multiplicity.fill_diagonal_(0.0)
+        n_pairs = multiplicity.sum()
+        if n_pairs == 0:
+            return item_table.sum() * 0.0
+        e = F.normalize(item_table[unique], dim=-1)
+        sq_dist = (2.0 - 2.0 * (e @ e.t())).clamp_min(0.0)
+        w = self.pair_weights(unique)
+        if self.kernel == "exp":
+            per_pair = w * torch.exp(-self.t * sq_dist)
+        else:
+            per_pair = -w * sq_dist
+        return (multiplicity * per_pair).sum() / n_pairs

@@ -1,0 +1,113 @@
+"""One run function for every model, ours and RecBole's (no `recbole.quick_start`, no ray)."""
+import argparse
+import logging
+import sys
+from logging import getLogger
+
+import torch
+from recbole.data import data_preparation
+from recbole.utils import get_environment, init_logger, init_seed, set_color
+
+from recbole_genair.config import Config
+from recbole_genair.data import create_dataset
+from recbole_genair.runtime import apply_speed_fixes, trusted_checkpoint_load, use_fast_dropout
+from recbole_genair.utils import get_model, get_trainer
+
+
+def build_model(config, train_data):
+    """Instantiate `config['model']` on the training split, with the CPU speed fixes applied."""
+    apply_speed_fixes()
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    if config["fast_dropout"]:
+        use_fast_dropout(model)
+    return model
+
+
+def run_recbole_genair(
+    model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None, saved=True, verbose=True
+):
+    """Train `model` on `dataset` and evaluate it on the validation and test splits.
+
+    Works for recbole_genair's models and for RecBole's own, so every comparison uses one code path.
+    Returns RecBole's result dict (best_valid_score, valid_score_bigger, best_valid_result, test_result).
+    """
+    apply_speed_fixes()
+    config = Config(model, dataset, config_file_list, config_dict, cmd_args=cmd_args)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    if not verbose:
+        logger.setLevel(logging.WARNING)
+    logger.info(sys.argv)
+    logger.info(config)
+
+    dataset = create_dataset(config)
+    logger.info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+
+    model = build_model(config, train_data)
+    logger.info(model)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+
+    environment_tb = get_environment(config)
+    logger.info("The running environment of this training is as follows:\n" + environment_tb.draw())
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    return {
+        "model": config["model"],
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+        "saved_model_file": trainer.saved_model_file if saved else None,
+    }
+
+
+def objective_function(config_dict=None, config_file_list=None, saved=True):
+    """RecBole's `HyperTuning` objective, through our run function (RecBole's imports ray)."""
+    result = run_recbole_genair(config_dict=config_dict, config_file_list=config_file_list, saved=saved, verbose=False)
+    return result
+
+
+def load_data_and_model(model_file):
+    """Rebuild config, data and model from a checkpoint written by our run function."""
+    apply_speed_fixes()
+    with trusted_checkpoint_load():
+        checkpoint = torch.load(model_file, map_location="cpu", weights_only=False)
+    config = checkpoint["config"]
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    model = build_model(config, train_data)
+    model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(checkpoint.get("other_parameter"))
+    return config, model, dataset, train_data, valid_data, test_data
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        description="Train and evaluate a recbole_genair or RecBole model. Any other --key=value pair is a "
+        "RecBole config setting (e.g. --epochs=5 --train_batch_size=512).",
+    )
+    parser.add_argument("--model", "-m", default="SASRecGenAIR", help="model name, ours or RecBole's")
+    parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name")
+    parser.add_argument("--config_files", default=None, help="YAML files, separated by spaces")
+    args, rest = parser.parse_known_args(argv)
+    return args, rest
+
+
+def main(argv=None):
+    args, rest = parse_args(sys.argv[1:] if argv is None else argv)
+    config_files = args.config_files.strip().split(" ") if args.config_files else None
+    run_recbole_genair(args.model, args.dataset, config_file_list=config_files, cmd_args=rest)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""The trainer for every model run through recbole_genair: RecBole's `Trainer` plus three hooks.
+
+- Loss hook: auxiliary losses computed by the trainer and added to the model's ranking loss; GenAIR's
+  behavioural calibration (eqs. 9-14) is one, weighted by `alpha` and logged on its own line.
+- Epoch hook: models with `set_epoch(epoch)` are told the epoch before it starts (curricula).
+- Checkpoints RecBole writes can be read back on torch >= 2.6 (best model, resume).
+With no hook active it trains exactly like RecBole's `Trainer`.
+"""
+from recbole.trainer import Trainer
+from recbole.utils import set_color
+
+from recbole_genair.data.cooccurrence import cooccurrence_matrix
+from recbole_genair.model.layers import LLMItemEmbedding
+from recbole_genair.model.losses import BehaviouralCalibrationLoss
+from recbole_genair.runtime import trusted_checkpoint_load
+
+
+class CheckpointLoadMixin:
+    """Read back RecBole checkpoints (they pickle the config) on torch >= 2.6."""
+
+    def resume_checkpoint(self, resume_file):
+        with trusted_checkpoint_load():
+            return super().resume_checkpoint(resume_file)
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        with trusted_checkpoint_load():
+            return super().evaluate(eval_data, load_best_model, model_file, show_progress)
+
+
+class LLMRecTrainer(CheckpointLoadMixin, Trainer):
+    """RecBole `Trainer` with the loss and epoch hooks of recbole_genair."""
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.alpha = float(config["alpha"] or 0.0)
+        self.calibration = None
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        self.calibration = self._build_calibration(train_data)
+        return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+
+    def _build_calibration(self, train_data):
+        """Calibration loss from the co-occurrence counts of the training split only."""
+        embedding = getattr(self.model, "item_embedding", None)
+        if self.alpha <= 0 or not isinstance(embedding, LLMItemEmbedding):
+            return None
+        counts = cooccurrence_matrix(train_data._dataset, window=self.config["cooccurrence_window"])
+        self.logger.info(
+            f"behavioural calibration: alpha={self.alpha}, gamma={self.config['gamma']}, t={self.config['t']}, "
+            f"kernel={self.config['calibration_kernel']}, {counts.nnz} co-occurring item pairs (training split)"
+        )
+        return BehaviouralCalibrationLoss(
+            counts,
+            gamma=self.config["gamma"] if self.config["gamma"] is not None else 4.0,
+            t=self.config["t"] if self.config["t"] is not None else 2.0,
+            kernel=self.config["calibration_kernel"] or "exp",
+        )
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        if hasattr(self.model, "set_epoch"):
+            self.model.set_epoch(epoch_idx)
+        if loss_func is None and self.calibration is not None:
+            loss_func = self._loss_with_calibration
+        return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+
+    def _loss_with_calibration(self, interaction):
+        """L = L_rank + alpha * L_cal, with one projection of the item table per step."""
+        with self.model.item_embedding.shared_table() as table:
+            losses = self.model.calculate_loss(interaction)
+            cal = self.calibration(table, self.model.calibration_items(interaction))
+        losses = losses if isinstance(losses, tuple) else (losses,)
+        return (*losses, self.alpha * cal)
+
+    def _loss_names(self, n_losses):
+        names = list(getattr(self.model, "loss_names", ("rec",)))
+        if self.calibration is not None:
+            names.append("cal")
+        if len(names) != n_losses:
+            names = [f"loss{i + 1}" for i in range(n_losses)]
+        return names
+
+    def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
+        if not isinstance(losses, tuple):
+            return super()._generate_train_loss_output(epoch_idx, s_time, e_time, losses)
+        places = self.config["loss_decimal_place"] or 4
+        parts = [f"{set_color('train_loss', 'blue')}: {sum(losses):.{places}f}"]
+        parts += [
+            f"{set_color(name + '_loss', 'blue')}: {value:.{places}f}"
+            for name, value in zip(self._loss_names(len(losses)), losses)
+        ]
+        head = set_color("epoch %d training", "green") % epoch_idx
+        return f"{head} [{set_color('time', 'blue')}: {e_time - s_time:.2f}s, " + ", ".join(parts) + "]"

@@ -1,0 +1,132 @@
+"""Behavioural calibration (GenAIR eqs. 9-14) and the training-split co-occurrence it uses."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+
+from conftest import TEST_DATA, copy_dataset, tiny_config
+from recbole.data import data_preparation
+from recbole_genair.config import Config
+from recbole_genair.data import create_dataset
+from recbole_genair.data.cooccurrence import cooccurrence_matrix
+from recbole_genair.model.losses import BehaviouralCalibrationLoss
+from recbole_genair.quick_start import build_model
+from recbole_genair.trainer import LLMRecTrainer
+
+
+def reference_loss(table, items, counts, gamma, t, kernel):
+    """Direct per-pair computation over ordered batch positions holding different items."""
+    c_max = counts.max()
+    total, n = 0.0, 0
+    for a in items:
+        for b in items:
+            if a == b:
+                continue
+            s = math.log1p(counts[a, b]) / math.log1p(c_max)
+            w = math.exp(-gamma * s)
+            ea = table[a] / np.linalg.norm(table[a])
+            eb = table[b] / np.linalg.norm(table[b])
+            d2 = float(((ea - eb) ** 2).sum())
+            total += w * math.exp(-t * d2) if kernel == "exp" else -w * d2
+            n += 1
+    return total / n
+
+
+@pytest.mark.parametrize("kernel", ["exp", "linear"])
+def test_loss_matches_per_pair_reference(kernel):
+    rng = np.random.default_rng(0)
+    n_items = 9
+    dense = np.triu(rng.integers(0, 6, size=(n_items, n_items)) * (rng.random((n_items, n_items)) < 0.5), 1)
+    dense = dense + dense.T
+    dense[0] = dense[:, 0] = 0
+    table = rng.normal(size=(n_items, 5))
+    items = [3, 1, 4, 1, 5, 8, 2, 6, 5, 3, 0]  # repeats and one padding id
+    loss = BehaviouralCalibrationLoss(sp.csr_matrix(dense), gamma=1.5, t=2.0, kernel=kernel)
+    got = loss(torch.tensor(table, dtype=torch.float32), torch.tensor(items))
+    expected = reference_loss(table, [i for i in items if i > 0], dense, 1.5, 2.0, kernel)
+    assert got.item() == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
+def test_pairs_that_never_cooccur_get_weight_one():
+    loss = BehaviouralCalibrationLoss(sp.csr_matrix(np.array([[0, 0, 0], [0, 0, 3], [0, 3, 0]])), gamma=2.0)
+    w = loss.pair_weights(torch.tensor([0, 1, 2]))
+    assert w[0, 1] == 1.0 and w[1, 2] == pytest.approx(math.exp(-2.0))
+
+
+def test_unknown_kernel_is_refused():
+    with pytest.raises(ValueError, match="calibration_kernel"):
+        BehaviouralCalibrationLoss(sp.csr_matrix((3, 3)), kernel="cosine")
+
+
+def built(tmp_path, model="SASRecGenAIR", **overrides):
+    config = Config(model, config_dict=tiny_config(tmp_path, **overrides))
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    return config, dataset, train_data
+
+
+def test_gradient_reaches_only_the_projector(tmp_path):
+    config, dataset, train_data = built(tmp_path, alpha=1.0)
+    model = build_model(config, train_data)
+    trainer = LLMRecTrainer(config, model)
+    trainer.calibration = trainer._build_calibration(train_data)
+    batch = next(iter(train_data))
+    with model.item_embedding.shared_table() as table:
+        cal = trainer.calibration(table, model.calibration_items(batch))
+    cal.backward()
+    with_grad = {name for name, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert with_grad and all(name.startswith("item_embedding.projector.") for name in with_grad)
+    assert not model.item_embedding.llm_table.requires_grad
+
+
+def raw_training_sequences():
+    """Each user's items in time order minus the last two (validation and test), from the raw file."""
+    inter = pd.read_csv(TEST_DATA / "genair-test" / "genair-test.inter", sep="\t")
+    inter.columns = [c.split(":")[0] for c in inter.columns]
+    inter = inter.sort_values(["user_id", "timestamp"], kind="stable")
+    return {u: list(g["item_id"].astype(str))[:-2] for u, g in inter.groupby("user_id")}
+
+
+@pytest.mark.parametrize("window", [None, 2])
+def test_cooccurrence_counts_training_split_only(tmp_path, window):
+    config, dataset, train_data = built(tmp_path)
+    got = cooccurrence_matrix(train_data._dataset, window=window).toarray()
+    expected = np.zeros_like(got)
+    for items in raw_training_sequences().values():
+        ids = [dataset.token2id(dataset.iid_field, t) for t in items]
+        if window is None:
+            for a in set(ids):
+                for b in set(ids):
+                    if a != b:
+                        expected[a, b] += 1
+        else:
+            for p in range(len(ids)):
+                for q in range(p + 1, min(p + window + 1, len(ids))):
+                    if ids[p] != ids[q]:
+                        expected[ids[p], ids[q]] += 1
+                        expected[ids[q], ids[p]] += 1
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_cooccurrence_ignores_validation_and_test_items(tmp_path):
+    """Items 98 and 99 occur only as one user's validation and test targets: they co-occur with nothing."""
+    folder = copy_dataset(tmp_path, "heldout")
+    with open(folder / "heldout.inter", "a", encoding="utf-8") as f:
+        for k, item in enumerate([1, 2, 3, 98, 99]):
+            f.write(f"999\t{item}\t5\t{990000000 + k}\n")
+    with open(folder / "heldout.itememb", "a", encoding="utf-8") as f:
+        for item in (98, 99):
+            f.write(f"{item}\t" + " ".join(["0.5"] * 24) + "\n")
+    config_dict = tiny_config(tmp_path, data_path=str(tmp_path / "data"), dataset="heldout")
+    config = Config("SASRecGenAIR", config_dict=config_dict)
+    dataset = create_dataset(config)
+    train_data, _, _ = data_preparation(config, dataset)
+    counts = cooccurrence_matrix(train_data._dataset)
+    for token in ("98", "99"):
+        assert counts[dataset.token2id(dataset.iid_field, token)].nnz == 0
+    one, two = dataset.token2id(dataset.iid_field, ["1", "2"])
+    assert counts[one, two] >= 1  # user 999's training items do co-occur
