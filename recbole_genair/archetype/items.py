@@ -1,0 +1,115 @@
+"""Items and prompts: read RecBole's `.inter`/`.item` files and fill the paper's prompt (Table 1)."""
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# .item headers of datasets we know -> {clause label: field}. Order follows the paper's clauses.
+PRESETS = {
+    "ml-100k": {"name": "movie_title", "date": "release_year", "genre": "class"},
+}
+
+
+class ItemFileError(ValueError):
+    """An `.item`/`.inter` file or a field map that cannot be used."""
+
+
+@dataclass
+class ItemTable:
+    """Raw item ids that occur in the interactions, with their metadata fields."""
+
+    ids: list
+    fields: dict  # raw id -> {field: text}
+    header: list
+    path: Path
+    missing_metadata: list = field(default_factory=list)  # ids with no .item row
+    bad_encoding: list = field(default_factory=list)  # (line number, raw id) decoded with replacement
+
+
+def _header_names(header_line, path):
+    names = [col.split(":")[0] for col in header_line.rstrip("\r\n").split("\t")]
+    if not names or not all(names):
+        raise ItemFileError(f"{path}: the header {header_line.strip()!r} is not a RecBole atomic header (name:type<TAB>...)")
+    return names
+
+
+def interacted_item_ids(inter_path, item_id_field):
+    """Raw item ids in the `.inter` file, in first-seen order."""
+    path = Path(inter_path)
+    if not path.is_file():
+        raise ItemFileError(f"{path} does not exist: the archetype preprocessor writes vectors only for items that "
+                            f"occur in the interactions, so it needs the dataset's .inter file.")
+    with open(path, "rb") as f:
+        names = _header_names(f.readline().decode("utf-8", "replace"), path)
+        if item_id_field not in names:
+            raise ItemFileError(f"{path} has no field {item_id_field!r}; its fields are {names} (set item_id_field).")
+        col = names.index(item_id_field)
+        seen = {}
+        for raw in f:
+            parts = raw.decode("utf-8", "replace").rstrip("\r\n").split("\t")
+            if len(parts) > col and parts[col]:
+                seen.setdefault(parts[col], None)
+    return list(seen)
+
+
+def read_items(data_path, dataset, item_id_field="item_id"):
+    data_path = Path(data_path)
+    ids = interacted_item_ids(data_path / f"{dataset}.inter", item_id_field)
+    path = data_path / f"{dataset}.item"
+    if not path.is_file():
+        raise ItemFileError(f"{path} does not exist: the prompts are built from the item metadata in the dataset's "
+                            f".item file (RecBole atomic format, e.g. item_id:token<TAB>title:token_seq).")
+    wanted = set(ids)
+    fields, bad = {}, []
+    with open(path, "rb") as f:
+        header = _header_names(f.readline().decode("utf-8", "replace"), path)
+        if item_id_field not in header:
+            raise ItemFileError(f"{path} has no field {item_id_field!r}; its fields are {header} (set item_id_field).")
+        col = header.index(item_id_field)
+        for line_no, raw in enumerate(f, start=2):
+            try:
+                line = raw.decode("utf-8")
+                replaced = False
+            except UnicodeDecodeError:
+                line = raw.decode("utf-8", "replace")
+                replaced = True
+            parts = line.rstrip("\r\n").split("\t")
+            if len(parts) <= col or parts[col] not in wanted:
+                continue
+            if replaced:
+                bad.append((line_no, parts[col]))
+            fields[parts[col]] = dict(zip(header, parts))
+    missing = [i for i in ids if i not in fields]
+    return ItemTable(ids=ids, fields=fields, header=header, path=path, missing_metadata=missing, bad_encoding=bad)
+
+
+def resolve_field_map(settings, table):
+    """The {clause label: field} map: from the settings, else a preset recognised from the header."""
+    field_map = settings.get("prompt_fields")
+    if field_map is None:
+        for preset in PRESETS.values():
+            if all(f in table.header for f in preset.values()):
+                field_map = preset
+                break
+    if field_map is None:
+        raise ItemFileError(
+            f"{table.path}: no preset knows the fields {table.header}; set prompt_fields in YAML, e.g. "
+            f"prompt_fields: {{name: <title field>, description: <text field>}}."
+        )
+    unknown = [f for f in field_map.values() if f not in table.header]
+    if unknown:
+        raise ItemFileError(f"{table.path} has no field(s) {unknown} named in prompt_fields; its fields are {table.header}.")
+    return dict(field_map)
+
+
+def build_prompt(values, field_map, settings):
+    """Paper Table 1: intro, one clause per non-empty field (cut to max_field_chars), question."""
+    limit = settings["max_field_chars"]
+    clauses = []
+    for label, name in field_map.items():
+        value = " ".join(str(values.get(name, "") or "").split())
+        if not value:
+            continue
+        if limit and len(value) > limit:
+            value = value[:limit].rstrip()
+        template = settings["prompt_name_clause"] if label == "name" else settings["prompt_clause"]
+        clauses.append(template.format(label=label, value=value))
+    return " ".join([settings["prompt_intro"], *clauses, settings["prompt_question"]]), len(clauses)
