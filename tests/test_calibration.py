@@ -2,13 +2,12 @@
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 
-from conftest import TEST_DATA, copy_dataset, tiny_config
+from conftest import built, copy_dataset, raw_training_sequences, tiny_config
 from recbole.data import data_preparation
 from recbole_genair.config import Config
 from recbole_genair.data import create_dataset
@@ -62,13 +61,6 @@ def test_unknown_kernel_is_refused():
         BehaviouralCalibrationLoss(sp.csr_matrix((3, 3)), kernel="cosine")
 
 
-def built(tmp_path, model="SASRecGenAIR", **overrides):
-    config = Config(model, config_dict=tiny_config(tmp_path, **overrides))
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    return config, dataset, train_data
-
-
 def test_gradient_reaches_only_the_projector(tmp_path):
     config, dataset, train_data = built(tmp_path, alpha=1.0)
     model = build_model(config, train_data)
@@ -81,14 +73,6 @@ def test_gradient_reaches_only_the_projector(tmp_path):
     with_grad = {name for name, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     assert with_grad and all(name.startswith("item_embedding.projector.") for name in with_grad)
     assert not model.item_embedding.llm_table.requires_grad
-
-
-def raw_training_sequences():
-    """Each user's items in time order minus the last two (validation and test), from the raw file."""
-    inter = pd.read_csv(TEST_DATA / "genair-test" / "genair-test.inter", sep="\t")
-    inter.columns = [c.split(":")[0] for c in inter.columns]
-    inter = inter.sort_values(["user_id", "timestamp"], kind="stable")
-    return {u: list(g["item_id"].astype(str))[:-2] for u, g in inter.groupby("user_id")}
 
 
 @pytest.mark.parametrize("window", [None, 2])

@@ -1,4 +1,12 @@
 """Models of recbole_genair; `recbole_genair.utils.get_model` looks names up here first."""
+from recbole_genair.model.faerec import BERT4RecFAERec, GRU4RecFAERec, SASRecFAERec
 from recbole_genair.model.genair import BERT4RecGenAIR, GRU4RecGenAIR, SASRecGenAIR
+from recbole_genair.model.llminit import BERT4RecLLMInit, GRU4RecLLMInit, SASRecLLMInit
+from recbole_genair.model.tfllmer import BERT4RecTFLLMER, GRU4RecTFLLMER, SASRecTFLLMER
 
-__all__ = ["SASRecGenAIR", "GRU4RecGenAIR", "BERT4RecGenAIR"]
+__all__ = [
+    "SASRecGenAIR", "GRU4RecGenAIR", "BERT4RecGenAIR",
+    "SASRecTFLLMER", "GRU4RecTFLLMER", "BERT4RecTFLLMER",
+    "SASRecFAERec", "GRU4RecFAERec", "BERT4RecFAERec",
+    "SASRecLLMInit", "GRU4RecLLMInit", "BERT4RecLLMInit",
+]

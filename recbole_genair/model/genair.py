@@ -6,21 +6,7 @@ behavioural calibration loss (eqs. 9-14) is added by `LLMRecTrainer` when `alpha
 """
 from recbole.model.sequential_recommender import BERT4Rec, GRU4Rec, SASRec
 
-from recbole_genair.data.itememb import load_llm_item_table
-from recbole_genair.model.layers import LLMItemEmbedding
-
-
-class LLMItemEmbeddingMixin:
-    """Swaps a RecBole sequential model's `item_embedding` for `LLMItemEmbedding`."""
-
-    uses_llm_item_embedding = True
-
-    def _use_llm_item_embedding(self, config, dataset, embedding_size, n_extra_tokens=0):
-        table = load_llm_item_table(dataset, config)
-        self.item_embedding = LLMItemEmbedding(
-            table, embedding_size, config["projector_hidden_size"], n_extra_tokens=n_extra_tokens
-        )
-
+from recbole_genair.model.backbone import LLMItemEmbeddingMixin
 
 
 class GenAIR(LLMItemEmbeddingMixin):

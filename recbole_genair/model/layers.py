@@ -20,34 +20,41 @@ class MLPProjector(nn.Module):
         return self.net(x)
 
 
-class LLMItemEmbedding(nn.Module):
-    """Frozen LLM item table followed by a trainable projector (GenAIR eqs. 7-8).
+class ItemTable(nn.Module):
+    """An item embedding computed as a whole table from trainable parts; stands in for `nn.Embedding`.
 
-    Stands in for the backbone's `nn.Embedding`: `layer(ids)` looks items up and `layer.weight` is the
-    whole projected table, used on the scoring side. Row 0 (padding) is zero; `n_extra_tokens`
-    trainable rows follow the items (BERT4Rec's mask token).
+    `layer(ids)` looks items up and `layer.weight` is the whole table, used on the scoring side. Row 0
+    (padding) is zero; trainable rows may follow the items (BERT4Rec's mask token). Subclasses compute
+    the real items' rows in `item_rows()` and call `_append_extra_tokens` last in `__init__` (so the
+    parameter order, and with it the random initialisation and optimizer checkpoints, stays as it was).
 
-    The projected table is computed once per training step (inside `shared_table()`) and once per
+    The table is computed once per training step (inside `shared_table()`, re-entrant) and once per
     evaluation (cached in eval mode without autograd; dropped by `train()`/`eval()` and on load).
     """
 
-    def __init__(self, llm_table, embedding_size, projector_hidden_size=None, n_extra_tokens=0):
+    def __init__(self, n_items, embedding_size):
         super().__init__()
-        self.register_buffer("llm_table", llm_table.float())
+        self.n_items = n_items
         self.embedding_size = embedding_size
-        self.projector = MLPProjector(llm_table.size(1), embedding_size, projector_hidden_size)
         self.extra_tokens = None
-        if n_extra_tokens:
-            self.extra_tokens = nn.Parameter(torch.empty(n_extra_tokens, embedding_size).normal_(0.0, 0.02))
         self._table = None
+        self._sharing = False
+
+    def _append_extra_tokens(self, n_extra_tokens):
+        if n_extra_tokens:
+            self.extra_tokens = nn.Parameter(torch.empty(n_extra_tokens, self.embedding_size).normal_(0.0, 0.02))
 
     @property
     def num_embeddings(self):
-        return self.llm_table.size(0) + (0 if self.extra_tokens is None else self.extra_tokens.size(0))
+        return self.n_items + (0 if self.extra_tokens is None else self.extra_tokens.size(0))
+
+    def item_rows(self):
+        """Embeddings of items 1 .. n_items - 1, `(n_items - 1) x embedding_size`."""
+        raise NotImplementedError
 
     def project(self):
-        """The projected table; padding row zero, extra tokens appended."""
-        items = self.projector(self.llm_table[1:])
+        """The whole table; padding row zero, extra tokens appended."""
+        items = self.item_rows()
         parts = [items.new_zeros(1, self.embedding_size), items]
         if self.extra_tokens is not None:
             parts.append(self.extra_tokens)
@@ -67,12 +74,15 @@ class LLMItemEmbedding(nn.Module):
 
     @contextlib.contextmanager
     def shared_table(self):
-        """Project once for everything computed inside (ranking loss and calibration of one step)."""
-        self._table = self.project()
+        """Compute the table once for everything inside (ranking and auxiliary losses of one step)."""
+        if self._sharing:
+            yield self._table
+            return
+        self._table, self._sharing = self.project(), True
         try:
             yield self._table
         finally:
-            self._table = None
+            self._table, self._sharing = None, False
 
     def train(self, mode=True):
         self._table = None
@@ -81,3 +91,35 @@ class LLMItemEmbedding(nn.Module):
     def _load_from_state_dict(self, *args, **kwargs):
         self._table = None
         return super()._load_from_state_dict(*args, **kwargs)
+
+
+class LLMItemEmbedding(ItemTable):
+    """Frozen LLM item table followed by a trainable projector (GenAIR eqs. 7-8)."""
+
+    def __init__(self, llm_table, embedding_size, projector_hidden_size=None, n_extra_tokens=0):
+        super().__init__(llm_table.size(0), embedding_size)
+        self.register_buffer("llm_table", llm_table.float())
+        self.projector = MLPProjector(llm_table.size(1), embedding_size, projector_hidden_size)
+        self._append_extra_tokens(n_extra_tokens)
+
+    def item_rows(self):
+        return self.projector(self.llm_table[1:])
+
+
+class NormalizedLLMItemEmbedding(LLMItemEmbedding):
+    """`LLMItemEmbedding` whose item rows are L2-normalised and multiplied by a scale (TF-LLMER).
+
+    Every item then enters the backbone and the scorer with the same norm, `scale`, fixed or learned.
+    """
+
+    def __init__(self, llm_table, embedding_size, projector_hidden_size=None, n_extra_tokens=0, scale=1.0,
+                 learnable_scale=False):
+        super().__init__(llm_table, embedding_size, projector_hidden_size, n_extra_tokens)
+        scale = torch.tensor(float(scale))
+        if learnable_scale:
+            self.scale = nn.Parameter(scale)
+        else:
+            self.register_buffer("scale", scale)
+
+    def item_rows(self):
+        return F.normalize(super().item_rows(), dim=-1) * self.scale

@@ -1,4 +1,4 @@
-"""Auxiliary losses added to the ranking loss by the trainer."""
+"""Auxiliary losses: GenAIR's calibration (added by the trainer) and FAERec's alignment losses."""
 import math
 
 import numpy as np
@@ -54,3 +54,30 @@ class BehaviouralCalibrationLoss(nn.Module):
         else:
             per_pair = -w * sq_dist
         return (multiplicity * per_pair).sum() / n_pairs
+
+
+def info_nce(a, b, temperature):
+    """Symmetric InfoNCE between row-aligned views `a` and `b` (N x h) of the same N items.
+
+    Rows are L2-normalised; row i of `a` has row i of `b` as its positive and the other rows of `b`
+    as negatives, and the other way round; the two directions are averaged (FAERec item-level alignment).
+    """
+    logits = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).t() / temperature
+    target = torch.arange(a.size(0), device=a.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2.0
+
+
+def barlow_twins(a, b, offdiag_weight=0.005, eps=1e-5):
+    """Cross-correlation loss sum_i (C_ii - 1)^2 + offdiag_weight * sum_{i != j} C_ij^2.
+
+    C = z_a^T z_b / N with each dimension standardised over the N rows (FAERec feature-level
+    alignment). Fewer than two rows carry no correlation: the loss is then zero.
+    """
+    if a.size(0) < 2:
+        return a.sum() * 0.0 + b.sum() * 0.0
+    za = (a - a.mean(0)) / torch.sqrt(a.var(0, unbiased=False) + eps)
+    zb = (b - b.mean(0)) / torch.sqrt(b.var(0, unbiased=False) + eps)
+    c = za.t() @ zb / a.size(0)
+    on_diag = (torch.diagonal(c) - 1.0).pow(2).sum()
+    off_diag = c.pow(2).sum() - torch.diagonal(c).pow(2).sum()
+    return on_diag + offdiag_weight * off_diag

@@ -1,0 +1,33 @@
+"""The one way every LLM-enhanced model of the package plugs into RecBole's sequential backbones."""
+from recbole_genair.data.itememb import load_llm_item_table
+from recbole_genair.model.layers import ItemTable, LLMItemEmbedding
+
+
+class LLMItemEmbeddingMixin:
+    """Base of the models that read `.itememb`; mixed in before the backbone (`class SASRecX(X, SASRec)`).
+
+    `uses_llm_item_embedding` makes `Config` add the `.itememb` loading settings. A model replaces the
+    backbone's `item_embedding` by a layer with `.weight` and `__call__(ids)` (an `ItemTable`) or
+    re-initialises it, so RecBole's forward and scoring code run unchanged on SASRec, GRU4Rec and
+    BERT4Rec. The backbone's own `nn.Embedding` tells the item width and the rows after the items
+    (BERT4Rec's mask token).
+    """
+
+    uses_llm_item_embedding = True
+
+    def _backbone_item_layout(self):
+        """(item width, number of extra rows after the items) of the backbone's `nn.Embedding`."""
+        return self.item_embedding.embedding_dim, self.item_embedding.num_embeddings - self.n_items
+
+    def _use_llm_item_embedding(self, config, dataset, embedding_size, n_extra_tokens=0):
+        table = load_llm_item_table(dataset, config)
+        self.item_embedding = LLMItemEmbedding(
+            table, embedding_size, config["projector_hidden_size"], n_extra_tokens=n_extra_tokens
+        )
+
+    def calculate_loss(self, interaction):
+        """The backbone's loss, with an `ItemTable` computed once for the whole step."""
+        if not isinstance(self.item_embedding, ItemTable):
+            return super().calculate_loss(interaction)
+        with self.item_embedding.shared_table():
+            return super().calculate_loss(interaction)

@@ -1,0 +1,35 @@
+"""LLMInit baseline: the backbone's trainable item-ID table starts from a PCA of the LLM item vectors.
+
+Nothing else changes: RecBole's `nn.Embedding` stays, padding row 0 stays zero and BERT4Rec's
+mask-token row keeps the backbone's random initialisation.
+"""
+import torch
+from recbole.model.sequential_recommender import BERT4Rec, GRU4Rec, SASRec
+
+from recbole_genair.data.itememb import load_llm_item_table
+from recbole_genair.model.backbone import LLMItemEmbeddingMixin
+from recbole_genair.model.projection import pca_item_table
+
+
+class LLMInit(LLMItemEmbeddingMixin):
+    """What LLMInit adds to a backbone; its defaults are in `props/model/LLMInit.yaml`."""
+
+    def __init__(self, config, dataset):
+        whiten = config["pca_whiten"]
+        super().__init__(config, dataset)
+        width, _ = self._backbone_item_layout()
+        table = pca_item_table(load_llm_item_table(dataset, config), width, whiten=bool(whiten))
+        with torch.no_grad():
+            self.item_embedding.weight[: self.n_items] = table
+
+
+class SASRecLLMInit(LLMInit, SASRec):
+    """LLMInit with the SASRec backbone."""
+
+
+class GRU4RecLLMInit(LLMInit, GRU4Rec):
+    """LLMInit with the GRU4Rec backbone (item vectors of width `embedding_size`)."""
+
+
+class BERT4RecLLMInit(LLMInit, BERT4Rec):
+    """LLMInit with the BERT4Rec backbone."""

@@ -1,0 +1,65 @@
+"""TF-LLMER (Training-Friendly LLM-Enhanced Recommender, arXiv:2604.20490) on RecBole's backbones.
+
+Our reading of the paper's summary; the authors' code (woriazzc/TF-LLMER) could not be read here.
+- Rec-PCA, computed once when the model is built: the LLM vectors of the real items are centred and
+  projected on the top-k eigenvectors of X^T (I - lambda L) X, L the normalised Laplacian of the item
+  co-occurrence graph of the training split (`projection.pca_basis`). lambda = 0 is plain PCA.
+- How Rec-PCA feeds the backbone (our choice): the k-dim vectors are a frozen item table followed by a
+  trainable MLP to the backbone's item width (GenAIR's projector p_theta, so that the two methods
+  differ only in what each adds), not a trainable table initialised from them.
+- Item-embedding normalisation: the projected item vectors are L2-normalised and multiplied by a fixed
+  or learnable scale; the same table enters the backbone and scores the items.
+"""
+from logging import getLogger
+
+from recbole.model.sequential_recommender import BERT4Rec, GRU4Rec, SASRec
+
+from recbole_genair.data.cooccurrence import cooccurrence_matrix
+from recbole_genair.data.itememb import load_llm_item_table
+from recbole_genair.model.backbone import LLMItemEmbeddingMixin
+from recbole_genair.model.layers import LLMItemEmbedding, NormalizedLLMItemEmbedding
+from recbole_genair.model.projection import normalized_laplacian, pca_item_table
+
+
+class TFLLMER(LLMItemEmbeddingMixin):
+    """What TF-LLMER adds to a backbone; its defaults are in `props/model/TFLLMER.yaml`."""
+
+    def __init__(self, config, dataset):
+        recpca_dim = config["recpca_dim"]
+        recpca_lambda = float(config["recpca_lambda"] or 0.0)
+        window = config["cooccurrence_window"]
+        projector_hidden_size = config["projector_hidden_size"]
+        item_normalization = config["item_normalization"]
+        norm_scale = config["norm_scale"]
+        learnable_norm_scale = config["learnable_norm_scale"]
+        super().__init__(config, dataset)
+
+        width, n_extra_tokens = self._backbone_item_layout()
+        llm_table = load_llm_item_table(dataset, config)
+        # Graph over the real items (row and column 0 are padding), from the training split only.
+        counts = cooccurrence_matrix(dataset, window=window)[1:, 1:]
+        k = recpca_dim or width
+        table = pca_item_table(llm_table, k, laplacian=normalized_laplacian(counts), lam=recpca_lambda)
+        getLogger().info(
+            f"Rec-PCA: {llm_table.size(1)} -> {k} dimensions, lambda={recpca_lambda}, "
+            f"{counts.nnz // 2} co-occurring item pairs (training split)"
+        )
+        if item_normalization:
+            self.item_embedding = NormalizedLLMItemEmbedding(
+                table, width, projector_hidden_size, n_extra_tokens, scale=norm_scale,
+                learnable_scale=learnable_norm_scale,
+            )
+        else:
+            self.item_embedding = LLMItemEmbedding(table, width, projector_hidden_size, n_extra_tokens)
+
+
+class SASRecTFLLMER(TFLLMER, SASRec):
+    """TF-LLMER with the SASRec backbone."""
+
+
+class GRU4RecTFLLMER(TFLLMER, GRU4Rec):
+    """TF-LLMER with the GRU4Rec backbone (item vectors of width `embedding_size`)."""
+
+
+class BERT4RecTFLLMER(TFLLMER, BERT4Rec):
+    """TF-LLMER with the BERT4Rec backbone; the mask token keeps a trainable row after the items."""
