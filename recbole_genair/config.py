@@ -5,6 +5,7 @@ import recbole
 from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
 
+import recbole_genair.evaluation  # noqa: F401  (registers the group metrics before any Config is built)
 from recbole_genair.utils import get_model
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent

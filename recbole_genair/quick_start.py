@@ -25,12 +25,15 @@ def build_model(config, train_data):
 
 
 def run_recbole_genair(
-    model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None, saved=True, verbose=True
+    model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None, saved=True, verbose=True,
+    inspect=None,
 ):
     """Train `model` on `dataset` and evaluate it on the validation and test splits.
 
     Works for recbole_genair's models and for RecBole's own, so every comparison uses one code path.
-    Returns RecBole's result dict (best_valid_score, valid_score_bigger, best_valid_result, test_result).
+    Returns RecBole's result dict (best_valid_score, valid_score_bigger, best_valid_result, test_result)
+    plus the evaluation mode; `inspect(config, model, train_data, test_data)`, if given, runs on the
+    evaluated model and its return value is kept under "analysis".
     """
     apply_speed_fixes()
     config = Config(model, dataset, config_file_list, config_dict, cmd_args=cmd_args)
@@ -66,6 +69,8 @@ def run_recbole_genair(
         "best_valid_result": best_valid_result,
         "test_result": test_result,
         "saved_model_file": trainer.saved_model_file if saved else None,
+        "eval_mode": config["eval_args"]["mode"]["test"],
+        "analysis": inspect(config, model, train_data, test_data) if inspect else None,
     }
 
 
@@ -99,6 +104,14 @@ def parse_args(argv):
     parser.add_argument("--model", "-m", default="SASRecGenAIR", help="model name, ours or RecBole's")
     parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name")
     parser.add_argument("--config_files", default=None, help="YAML files, separated by spaces")
+    parser.add_argument("--compare", action="store_true", help="compare --models over --seeds (see README)")
+    parser.add_argument("--models", default="SASRec,SASRecGenAIR", help="comma-separated; the first is the reference")
+    parser.add_argument("--seeds", default="3", help="a count (seeds 2020, 2021, ...) or a comma-separated list")
+    parser.add_argument("--output", default=None, help="output folder of --compare / --tune (default results/...)")
+    parser.add_argument("--tune", action="store_true", help="search hyper-parameters with RecBole's HyperTuning")
+    parser.add_argument("--params_file", default="props/tuning/genair.hyper", help="search space (RecBole format)")
+    parser.add_argument("--algo", default="exhaustive", help="exhaustive | random | bayes")
+    parser.add_argument("--max_evals", type=int, default=100, help="trials at most")
     args, rest = parser.parse_known_args(argv)
     return args, rest
 
@@ -106,7 +119,19 @@ def parse_args(argv):
 def main(argv=None):
     args, rest = parse_args(sys.argv[1:] if argv is None else argv)
     config_files = args.config_files.strip().split(" ") if args.config_files else None
-    run_recbole_genair(args.model, args.dataset, config_file_list=config_files, cmd_args=rest)
+    if args.compare:
+        from recbole_genair.evaluation.compare import run_comparison
+
+        output = args.output or f"results/compare-{args.dataset}"
+        models = [m for m in args.models.split(",") if m]
+        return run_comparison(models, args.dataset, args.seeds, output, config_files, cmd_args=rest)
+    if args.tune:
+        from recbole_genair.tuning import run_tuning
+
+        output = args.output or f"results/tune-{args.model}-{args.dataset}"
+        return run_tuning(args.model, args.dataset, args.params_file, output, config_files, cmd_args=rest,
+                          algo=args.algo, max_evals=args.max_evals)
+    return run_recbole_genair(args.model, args.dataset, config_file_list=config_files, cmd_args=rest)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,17 @@
   behavioural calibration (eqs. 9-14) is one, weighted by `alpha` and logged on its own line.
 - Epoch hook: models with `set_epoch(epoch)` are told the epoch before it starts (curricula).
 - Checkpoints RecBole writes can be read back on torch >= 2.6 (best model, resume).
+- Evaluation hook: each user's target item and the training popularity are collected for the
+  head/tail/cold group metrics of `recbole_genair.evaluation.group_metrics`.
 With no hook active it trains exactly like RecBole's `Trainer`.
 """
+import torch
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
 from recbole_genair.data.cooccurrence import cooccurrence_matrix
+from recbole_genair.data.popularity import item_popularity
+from recbole_genair.evaluation.group_metrics import TARGET_ITEMS, TRAIN_POPULARITY, collect_target_items
 from recbole_genair.model.layers import LLMItemEmbedding
 from recbole_genair.model.losses import BehaviouralCalibrationLoss
 from recbole_genair.runtime import trusted_checkpoint_load
@@ -36,8 +41,38 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
         self.calibration = None
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
-        self.calibration = self._build_calibration(train_data)
+        self.collect_training_statistics(train_data)
         return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+
+    def collect_training_statistics(self, train_data):
+        """Everything computed from the training split: calibration counts, item popularity for group metrics.
+
+        `fit` calls it; call it yourself before `evaluate` on a model loaded from a checkpoint.
+        """
+        self.calibration = self._build_calibration(train_data)
+        if self.eval_collector.register.need(TRAIN_POPULARITY):
+            self.eval_collector.data_struct.set(TRAIN_POPULARITY, torch.from_numpy(item_popularity(train_data._dataset)))
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        struct = self.eval_collector.data_struct
+        if self.eval_collector.register.need(TRAIN_POPULARITY) and TRAIN_POPULARITY not in struct:
+            raise RuntimeError("group metrics need the training split's item popularity: call "
+                               "trainer.collect_training_statistics(train_data) before evaluate()")
+        try:
+            return super().evaluate(eval_data, load_best_model, model_file, show_progress)
+        finally:
+            if TARGET_ITEMS in struct:  # RecBole clears its own per-evaluation keys, not ours
+                del struct[TARGET_ITEMS]
+
+    def _full_sort_batch_eval(self, batched_data):
+        interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
+        collect_target_items(self.eval_collector, scores, positive_u, positive_i)
+        return interaction, scores, positive_u, positive_i
+
+    def _neg_sample_batch_eval(self, batched_data):
+        interaction, scores, positive_u, positive_i = super()._neg_sample_batch_eval(batched_data)
+        collect_target_items(self.eval_collector, scores, positive_u, positive_i)
+        return interaction, scores, positive_u, positive_i
 
     def _build_calibration(self, train_data):
         """Calibration loss from the co-occurrence counts of the training split only."""

@@ -2,9 +2,19 @@
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# .item headers of datasets we know -> {clause label: field}. Order follows the paper's clauses.
+# `.item` headers of datasets we know: {clause label: candidate fields, first present wins}, in the
+# order of the paper's clauses (name, brand, date, feature, price, rating, description). Field names
+# from RecBole's dataset documentation (MovieLens, Amazon 2014/2018, Yelp) and amazon-office.
 PRESETS = {
-    "ml-100k": {"name": "movie_title", "date": "release_year", "genre": "class"},
+    "movielens": {"name": ["movie_title"], "date": ["release_year"], "genre": ["class", "genre"]},
+    "amazon": {
+        "name": ["title"], "brand": ["brand"], "feature": ["categories", "feature", "sales_type"],
+        "price": ["price"], "rating": ["average_rating", "rating"], "description": ["description"],
+    },
+    "yelp": {
+        "name": ["item_name", "name"], "feature": ["categories"], "rating": ["item_stars", "stars"],
+        "description": ["address", "city"],
+    },
 }
 
 
@@ -81,14 +91,24 @@ def read_items(data_path, dataset, item_id_field="item_id"):
     return ItemTable(ids=ids, fields=fields, header=header, path=path, missing_metadata=missing, bad_encoding=bad)
 
 
+def preset_field_map(header):
+    """(preset name, {clause label: field}) for a known header; the name clause's field must be present."""
+    for name, preset in PRESETS.items():
+        field_map = {}
+        for label, candidates in preset.items():
+            present = next((f for f in candidates if f in header), None)
+            if present is not None:
+                field_map[label] = present
+        if "name" in field_map and len(field_map) >= 2:
+            return name, field_map
+    return None, None
+
+
 def resolve_field_map(settings, table):
     """The {clause label: field} map: from the settings, else a preset recognised from the header."""
     field_map = settings.get("prompt_fields")
     if field_map is None:
-        for preset in PRESETS.values():
-            if all(f in table.header for f in preset.values()):
-                field_map = preset
-                break
+        _, field_map = preset_field_map(table.header)
     if field_map is None:
         raise ItemFileError(
             f"{table.path}: no preset knows the fields {table.header}; set prompt_fields in YAML, e.g. "

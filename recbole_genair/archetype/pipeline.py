@@ -69,32 +69,39 @@ class WorkFolder:
 def make_prompts(settings):
     table = read_items(settings["data_path"], settings["dataset"], settings["item_id_field"])
     field_map = resolve_field_map(settings, table)
-    prompts, empty = {}, []
+    prompts, empty, no_name = {}, [], []
+    name_field = field_map.get("name")
     for item in table.ids:
-        prompts[item], n_clauses = build_prompt(table.fields.get(item, {}), field_map, settings)
+        values = table.fields.get(item, {})
+        prompts[item], n_clauses = build_prompt(values, field_map, settings)
         if n_clauses == 0:
             empty.append(item)
+        elif name_field and not str(values.get(name_field, "")).strip():
+            no_name.append(item)
     if table.missing_metadata:
         logger.warning(f"{len(table.missing_metadata)} items of {settings['dataset']}.inter have no row in {table.path} "
                        f"(e.g. {_examples(table.missing_metadata)}); they get a prompt without attributes.")
     if empty:
         logger.warning(f"{len(empty)} items have no metadata in the fields {list(field_map.values())} "
                        f"(e.g. {_examples(empty)}); their prompt has no attribute clause.")
+    if no_name:
+        logger.warning(f"{len(no_name)} items have an empty {name_field!r} (e.g. {_examples(no_name)}); "
+                       f"their prompt uses their other fields.")
     if table.bad_encoding:
         lines = ", ".join(f"line {n} (item {i!r})" for n, i in table.bad_encoding[:_EXAMPLES])
         logger.warning(f"{len(table.bad_encoding)} lines of {table.path} are not valid UTF-8 ({lines}); "
                        f"undecodable bytes were replaced by U+FFFD. Re-encode the file as UTF-8 to keep them.")
-    return table, prompts, field_map, empty
+    return table, prompts, field_map, empty, no_name
 
 
 def run_archetype(settings):
     """Run (or resume) the pipeline for `settings['dataset']`; return the summary dict."""
     start = time.time()
-    table, prompts, field_map, empty_metadata = make_prompts(settings)
+    table, prompts, field_map, empty_metadata, no_name = make_prompts(settings)
     ids = table.ids
     work_root = Path(settings["work_dir"])
     summary = {"dataset": settings["dataset"], "items": len(ids), "field_map": field_map,
-               "empty_metadata": len(empty_metadata), "generated": 0, "prompt_tokens": 0, "archetype_tokens": 0,
+               "empty_metadata": len(empty_metadata), "empty_name": len(no_name), "generated": 0, "prompt_tokens": 0, "archetype_tokens": 0,
                "empty_archetypes": []}
     if not settings.get("merge") and not settings.get("pca_only"):
         if settings.get("shard"):
@@ -126,6 +133,12 @@ def _generate_and_embed(settings, folder, ids, prompts, summary):
         generator = TransformersGenerator(model, tokenizer, device, settings)
     else:
         raise SettingsError(f"backend={settings['backend']!r}: use 'transformers' or 'openai'")
+    stale = [i for i in pending if i in folder.texts.records and folder.texts.records[i]["prompt"] != prompts[i]]
+    if stale:
+        raise SettingsError(
+            f"{len(stale)} archetypes in {folder.path} were written for other prompts (e.g. {_examples(stale)}: the "
+            f".item file or the prompt fields changed). Rerun with --overwrite=True to start over."
+        )
     prompt_ids = {i: prompt_token_ids(tokenizer, prompts[i]) for i in pending}
     order = sorted(pending, key=lambda i: len(prompt_ids[i]))  # similar lengths batch with little padding
     bar = tqdm(total=len(ids), initial=len(ids) - len(pending), unit="item", desc="archetypes", dynamic_ncols=True)
@@ -225,6 +238,11 @@ def _write_outputs(settings, ids, work_root):
                 f.write(ids[row] + "\t" + " ".join(f"{v:.6g}" for v in vector) + "\n")
                 row += 1
     digest, values = signature(settings)
+    views = {name: int(comp.shape[1]) for name, (_, comp, _) in zip(("prefill", "decoding"), fits)}
+    with atomic_write(out_dir / f"{settings['dataset']}.itememb.json") as f:
+        json.dump({"views": views, "order": ["prefill", "decoding"], "llm_model": settings["llm_model"],
+                   "llm_hidden_size": hidden, "explained_variance": [kept for _, _, kept in fits],
+                   "signature": digest}, f, indent=1)
     archetype = out_dir / f"{settings['dataset']}.archetype"
     with atomic_write(archetype) as f:
         for item in ids:
@@ -246,6 +264,9 @@ def format_summary(summary):
     lines = [f"archetypes for {summary['dataset']}: {summary['items']} items in the interactions"]
     lines.append(f"  generated this run: {summary['generated']} items, {summary['prompt_tokens']} prompt tokens and "
                  f"{summary['archetype_tokens']} archetype tokens embedded, {summary['seconds']:.1f} s")
+    lines.append(f"  prompt fields: {summary['field_map']}")
+    if summary["empty_name"]:
+        lines.append(f"  items with an empty name field (prompted from their other fields): {summary['empty_name']}")
     if summary["empty_metadata"]:
         lines.append(f"  items without metadata (prompt has no attribute clause): {summary['empty_metadata']}")
     if summary["empty_archetypes"]:

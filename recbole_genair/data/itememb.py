@@ -8,6 +8,7 @@ loaded through RecBole's `additional_feat_suffix` + `alias_of_item_id` + `preloa
 itself accepts broken files silently (missing items become zero rows, foreign ids enlarge the item
 vocabulary), so every problem is detected here and reported with the file, the count and examples.
 """
+import json
 import os
 
 import numpy as np
@@ -180,4 +181,34 @@ def load_llm_item_table(dataset, config):
             f"{path}: {zero.size} items have no vector (they would train on zeros), e.g. raw ids "
             f"{_examples(dataset.id2token(dataset.iid_field, zero))}. Rerun the archetype preprocessor."
         )
-    return torch.from_numpy(matrix).float()
+    return select_views(torch.from_numpy(matrix).float(), config)
+
+
+def select_views(table, config):
+    """Keep the prefill view, the decoding view or both (GenAIR ablation, `llm_views`).
+
+    The archetype preprocessor writes each view's width to `<dataset>.itememb.json`; vectors from
+    elsewhere can give them as `llm_view_widths: [prefill, decoding]`.
+    """
+    views = config["llm_views"] or "both"
+    if views == "both":
+        return table
+    if views not in ("prefill", "decoding"):
+        raise ItemEmbeddingError(f"llm_views={views!r}: use both, prefill or decoding")
+    widths = config["llm_view_widths"]
+    meta_path = itememb_path(config) + ".json"
+    if widths is None and os.path.isfile(meta_path):
+        with open(meta_path, encoding="utf-8") as f:
+            meta = json.load(f)
+        widths = [meta["views"]["prefill"], meta["views"]["decoding"]]
+    if widths is None:
+        raise ItemEmbeddingError(
+            f"llm_views={views} needs the width of each view: {meta_path} (written by the archetype "
+            f"preprocessor) or llm_view_widths: [prefill, decoding] in YAML."
+        )
+    if sum(widths) != table.size(1):
+        raise ItemEmbeddingError(
+            f"view widths {widths} do not add up to the {table.size(1)} columns of {itememb_path(config)}; "
+            f"regenerate {meta_path} or fix llm_view_widths."
+        )
+    return table[:, : widths[0]] if views == "prefill" else table[:, widths[0]:]

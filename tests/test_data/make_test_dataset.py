@@ -1,4 +1,5 @@
 """Regenerate the tiny RecBole-format test dataset `genair-test` (deterministic)."""
+import json
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,10 @@ def main():
         f.write("iid:token\titem_emb:float_seq\n")
         for i in order:
             f.write(f"{used[i]}\t" + " ".join(f"{v:.6f}" for v in vectors[i]) + "\n")
+    # view widths, as the archetype preprocessor writes them (first half prefill, second half decoding)
+    (OUT / "genair-test.itememb.json").write_text(
+        json.dumps({"views": {"prefill": DIM // 2, "decoding": DIM // 2}, "order": ["prefill", "decoding"]}) + "\n"
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,109 @@
+"""Group metrics, matrix entropy, significance marking and the one-command comparison."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from recbole.evaluator.collector import DataStruct
+
+from conftest import tiny_config
+from recbole_genair.config import Config
+from recbole_genair.evaluation.compare import markdown_table, paired_significance, run_comparison, summarise
+from recbole_genair.evaluation.entropy import matrix_entropy
+from recbole_genair.evaluation.group_metrics import GROUP_METRICS, TARGET_ITEMS, TRAIN_POPULARITY, item_groups
+from recbole_genair.quick_start import run_recbole_genair
+
+
+def test_item_groups_head_tail_cold():
+    popularity = np.array([0, 50, 40, 3, 2, 1, 0, 0, 9, 8, 7])  # 10 real items: head = top 2
+    assert item_groups(popularity, 0.2).tolist() == [-1, 0, 0, 1, 1, 1, 2, 2, 1, 1, 1]
+
+
+def test_group_metrics_match_direct_computation(tmp_path):
+    config = Config("SASRec", config_dict=tiny_config(tmp_path, metrics=list(GROUP_METRICS), topk=[2]))
+    popularity = np.array([0, 50, 40, 3, 2, 1, 0, 0, 9, 8, 7])
+    targets = torch.tensor([1, 3, 6, 2, 5, 7])  # head, tail, cold, head, tail, cold
+    hit_rank = [1, 2, 0, 0, 1, 2]  # 1-based rank of the target in the top-2, 0 = missed
+    topk = torch.zeros(6, 3, dtype=torch.long)
+    for row, rank in enumerate(hit_rank):
+        if rank:
+            topk[row, rank - 1] = 1
+        topk[row, 2] = 1  # one positive per user
+    data = DataStruct()
+    data.set("rec.topk", topk)
+    data.set(TARGET_ITEMS, targets)
+    data.set(TRAIN_POPULARITY, torch.from_numpy(popularity))
+    ndcg = lambda r: 0.0 if r == 0 else 1.0 / math.log2(r + 1)  # noqa: E731
+    expected = {
+        "head": ([1, 0], [ndcg(1), 0.0]), "tail": ([1, 1], [ndcg(2), ndcg(1)]), "cold": ([0, 1], [0.0, ndcg(2)]),
+    }
+    for group, (hits, gains) in expected.items():
+        hit = GROUP_METRICS[f"{group.title()}Hit"](config).calculate_metric(data)
+        gain = GROUP_METRICS[f"{group.title()}NDCG"](config).calculate_metric(data)
+        assert hit[f"{group}hit@2"] == pytest.approx(np.mean(hits), abs=1e-4)
+        assert gain[f"{group}ndcg@2"] == pytest.approx(np.mean(gains), abs=1e-4)
+
+
+def test_group_metrics_work_in_a_plain_run_and_as_valid_metric(tmp_path):
+    config = tiny_config(tmp_path, metrics=["NDCG", "HeadNDCG", "TailNDCG", "ColdHit"], valid_metric="TailNDCG@10")
+    result = run_recbole_genair("SASRec", config_dict=config, saved=False)
+    test = result["test_result"]
+    assert {"ndcg@10", "headndcg@10", "tailndcg@10", "coldhit@10"} <= set(test)
+    assert 0.0 <= test["tailndcg@10"] <= 1.0 and result["best_valid_score"] == result["best_valid_result"]["tailndcg@10"]
+
+
+def test_matrix_entropy_equals_eigenvalue_computation():
+    z = torch.randn(30, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    eig = torch.linalg.eigvalsh(z @ z.T).clamp_min(0)
+    p = eig / eig.sum()
+    p = p[p > 1e-12]
+    assert matrix_entropy(z) == pytest.approx(float(-(p * p.log()).sum()), rel=1e-9)
+
+
+def test_matrix_entropy_is_maximal_for_an_isotropic_matrix():
+    isotropic = torch.eye(8)
+    assert matrix_entropy(isotropic) == pytest.approx(math.log(8))
+    skewed = torch.diag(torch.tensor([5.0, 1, 1, 1, 1, 1, 1, 1]))
+    random = torch.randn(8, 8, generator=torch.Generator().manual_seed(1))
+    assert matrix_entropy(skewed) < math.log(8) and matrix_entropy(random) < math.log(8)
+
+
+def fake_runs(models, seeds, values):
+    return {(m, s): {"test": {"ndcg@10": values[m][i]}, "trainable_params": 10, "flops_per_user": 1e6,
+                     "entropy_by_quintile": [1.0] * 5}
+            for m in models for i, s in enumerate(seeds)}
+
+
+def test_significance_marker_only_when_the_paired_test_says_so():
+    seeds = [1, 2, 3, 4]
+    models = ["Base", "Better", "Noisy"]
+    values = {"Base": [0.10, 0.11, 0.12, 0.13], "Better": [0.15, 0.161, 0.169, 0.18],
+              "Noisy": [0.05, 0.20, 0.08, 0.17]}
+    assert paired_significance(values["Better"], values["Base"])[1]
+    assert not paired_significance(values["Noisy"], values["Base"])[1]
+    summary = summarise(fake_runs(models, seeds, values), models, seeds, metrics=["ndcg@10"])
+    table = markdown_table(summary, models, "full", len(seeds), metrics=["ndcg@10"])
+    better = next(line for line in table.splitlines() if line.startswith("| Better"))
+    noisy = next(line for line in table.splitlines() if line.startswith("| Noisy"))
+    assert "*)" in better and "*" not in noisy.split("|")[2]
+    assert "full ranking" in table
+
+
+def test_compare_writes_table_csv_json_plots_and_skips_finished_runs(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    settings = tiny_config(tmp_path)
+    report = run_comparison(["SASRec", "SASRecGenAIR"], "genair-test", "2", out, config_dict=settings)
+    for name in ("table.md", "results.csv", "summary.json", "ndcg_by_group.png", "entropy_by_quintile.png",
+                 "head_tail_scatter.png"):
+        assert (out / name).stat().st_size > 0, name
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert runs == ["SASRec-seed2020.json", "SASRec-seed2021.json", "SASRecGenAIR-seed2020.json",
+                    "SASRecGenAIR-seed2021.json"]
+    record = json.loads((out / "runs" / "SASRecGenAIR-seed2020.json").read_text())
+    assert record["trainable_params"] > 0 and record["flops_per_user"] > 0 and len(record["entropy_by_quintile"]) == 5
+    assert "| SASRecGenAIR |" in report["table"] and "mean ± std over 2 seeds" in report["table"]
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
+    again = run_comparison(["SASRec", "SASRecGenAIR"], "genair-test", "2", out, config_dict=settings)
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()} == stamps  # nothing retrained
+    assert again["table"] == report["table"]
