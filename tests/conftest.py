@@ -5,6 +5,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
+
+# Tiny models: thread start-up costs more than it saves.
+torch.set_num_threads(1)
 from recbole.data import data_preparation
 
 from recbole_genair.config import Config

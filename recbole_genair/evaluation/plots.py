@@ -20,13 +20,7 @@ def plot_group_ndcg(summary, models, path):
         stds = [summary[model][k]["std"] for k, _ in groups]
         ax.bar(x + (i - (len(models) - 1) / 2) * width, means, width, yerr=stds, capsize=3, label=model)
     ax.set_xticks(x, [label for _, label in groups])
-    ax.set_ylabel("test NDCG@10")
-    ax.set_title("NDCG@10 by the popularity of the user's target item")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path, "test NDCG@10", "NDCG@10 by the popularity of the user's target item")
 
 
 def plot_entropy(summary, models, path):
@@ -36,8 +30,12 @@ def plot_entropy(summary, models, path):
         values = summary[model]["entropy_by_quintile"]
         ax.plot(range(1, len(values) + 1), values, marker="o", label=model)
     ax.set_xlabel("item popularity quintile (1 = most popular 20%)")
-    ax.set_ylabel("matrix-based entropy (rho = 1)")
-    ax.set_title("Information in item embeddings by popularity")
+    return _finish(fig, ax, path, "matrix-based entropy (rho = 1)", "Information in item embeddings by popularity")
+
+
+def _finish(fig, ax, path, ylabel, title):
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
