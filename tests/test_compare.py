@@ -45,9 +45,12 @@ def test_group_metrics_match_direct_computation(tmp_path):
         assert gain[f"{group}ndcg@2"] == pytest.approx(np.mean(gains), abs=1e-4)
 
 
-def test_group_metrics_work_in_a_plain_run_and_as_valid_metric(tmp_path):
-    config = tiny_config(tmp_path, metrics=["NDCG", "HeadNDCG", "TailNDCG", "ColdHit"], valid_metric="TailNDCG@10")
+@pytest.mark.parametrize("mode", ["full", "uni100"])
+def test_group_metrics_work_in_a_plain_run_and_as_valid_metric(tmp_path, mode):
+    config = tiny_config(tmp_path, metrics=["NDCG", "HeadNDCG", "TailNDCG", "ColdHit"], valid_metric="TailNDCG@10",
+                         eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "mode": mode})
     result = run_recbole_genair("SASRec", config_dict=config, saved=False)
+    assert result["eval_mode"] == mode
     test = result["test_result"]
     assert {"ndcg@10", "headndcg@10", "tailndcg@10", "coldhit@10"} <= set(test)
     assert 0.0 <= test["tailndcg@10"] <= 1.0 and result["best_valid_score"] == result["best_valid_result"]["tailndcg@10"]
