@@ -56,6 +56,7 @@ def test_end_to_end_texts_vectors_and_itememb_load_into_genair(tmp_path, tiny_ll
     assert sorted(r["id"] for r in records) == sorted(items)
     assert all(r["prompt"].startswith("You are a helpful recommendation expert.") for r in records)
     assert [fit["components"] for fit in summary["pca"]] == [6, 6]
+    assert summary["empty_name"] == len([i for i in items if int(i) % 17 == 0]) > 0  # empty titles, still prompted
     with open(folder / "arch.itememb", encoding="utf-8") as f:
         assert f.readline() == "iid:token\titem_emb:float_seq\n"
         rows = [line.split("\t") for line in f]

@@ -100,9 +100,11 @@ def run_archetype(settings):
     table, prompts, field_map, empty_metadata, no_name = make_prompts(settings)
     ids = table.ids
     work_root = Path(settings["work_dir"])
-    summary = {"dataset": settings["dataset"], "items": len(ids), "field_map": field_map,
-               "empty_metadata": len(empty_metadata), "empty_name": len(no_name), "generated": 0, "prompt_tokens": 0, "archetype_tokens": 0,
-               "empty_archetypes": []}
+    summary = {
+        "dataset": settings["dataset"], "items": len(ids), "field_map": field_map,
+        "empty_metadata": len(empty_metadata), "empty_name": len(no_name),
+        "generated": 0, "prompt_tokens": 0, "archetype_tokens": 0, "empty_archetypes": [],
+    }
     if not settings.get("merge") and not settings.get("pca_only"):
         if settings.get("shard"):
             index, count = _parse_shard(settings["shard"])
