@@ -8,7 +8,7 @@ import torch
 from recbole.data import data_preparation
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
-from recbole_genair.config import Config
+from recbole_genair.config import PROPS_DIR, Config
 from recbole_genair.data import create_dataset
 from recbole_genair.runtime import apply_speed_fixes, trusted_checkpoint_load, use_fast_dropout
 from recbole_genair.utils import get_model, get_trainer
@@ -109,7 +109,8 @@ def parse_args(argv):
     parser.add_argument("--seeds", default="3", help="a count (seeds 2020, 2021, ...) or a comma-separated list")
     parser.add_argument("--output", default=None, help="output folder of --compare / --tune (default results/...)")
     parser.add_argument("--tune", action="store_true", help="search hyper-parameters with RecBole's HyperTuning")
-    parser.add_argument("--params_file", default="props/tuning/genair.hyper", help="search space (RecBole format)")
+    parser.add_argument("--params_file", default=str(PROPS_DIR / "tuning" / "genair.hyper"),
+                        help="search space (RecBole format); default: the paper's grid shipped in props/tuning/")
     parser.add_argument("--algo", default="exhaustive", help="exhaustive | random | bayes")
     parser.add_argument("--max_evals", type=int, default=100, help="trials at most")
     args, rest = parser.parse_known_args(argv)
