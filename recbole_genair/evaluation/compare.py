@@ -133,7 +133,12 @@ def summarise(runs, models, seeds, metrics=TABLE_METRICS):
             ref = [runs[(reference, s)]["test"].get(metric, float("nan")) for s in seeds if (reference, s) in runs]
             mean = float(np.mean(values)) if values else float("nan")
             ref_mean = float(np.mean(ref)) if ref else float("nan")
-            p, significant = paired_significance(values, ref) if model != reference else (float("nan"), False)
+            paired = [s for s in seeds if (model, s) in runs and (reference, s) in runs]  # same seeds only
+            p, significant = (
+                paired_significance([runs[(model, s)]["test"].get(metric, float("nan")) for s in paired],
+                                    [runs[(reference, s)]["test"].get(metric, float("nan")) for s in paired])
+                if model != reference else (float("nan"), False)
+            )
             row[metric] = {
                 "mean": mean, "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, "values": values,
                 "rel_change": (mean / ref_mean - 1.0) if model != reference and ref_mean else float("nan"),
