@@ -208,8 +208,9 @@ def _write_outputs(settings, ids, work_root):
     for folder in folders:
         store = folder.vectors()
         if store is not None:
+            matrix = store.matrix()  # one memory map per store, not per item
             for item, row in store.index.items():
-                located.setdefault(item, (store, row))
+                located.setdefault(item, (matrix, row))
         for item, record in folder.texts.records.items():
             texts.setdefault(item, record)
     missing = [i for i in ids if i not in located or i not in texts]
@@ -218,12 +219,12 @@ def _write_outputs(settings, ids, work_root):
             f"{len(missing)} of {len(ids)} items have no archetype vector yet (e.g. {_examples(missing)}): run the "
             f"remaining shards (--shard=i/n) or rerun without --shard, then merge again."
         )
-    hidden = next(iter(located.values()))[0].hidden_size
+    hidden = next(iter(located.values()))[0].shape[2]
     assembled_path = work_root / "assembled.f32"
     with atomic_write(assembled_path, "wb") as f:
         for begin in range(0, len(ids), 4096):
             part = ids[begin: begin + 4096]
-            f.write(np.stack([located[i][0].matrix()[located[i][1]] for i in part]).astype(np.float32).tobytes())
+            f.write(np.stack([located[i][0][located[i][1]] for i in part]).astype(np.float32).tobytes())
     rows = np.memmap(assembled_path, dtype=np.float32, mode="r", shape=(len(ids), 2, hidden))
     n_components = settings["pca_components"]
     fits = [fit_pca(rows, view, n_components) for view in (0, 1)]
