@@ -1,5 +1,6 @@
 """One run function for every model, ours and RecBole's (no `recbole.quick_start`, no ray)."""
 import argparse
+import copy
 import logging
 import sys
 from logging import getLogger
@@ -24,16 +25,30 @@ def build_model(config, train_data):
     return model
 
 
+def test_loader_for_mode(config, mode):
+    """The test split of `config`'s dataset under another evaluation protocol (`full`, `uni100`, ...).
+
+    The dataset is loaded again (RecBole builds a dataset only once) and split the same way (the split
+    is deterministic); only the negatives of the test users change.
+    """
+    other = copy.deepcopy(config)
+    other["eval_args"]["mode"] = {**other["eval_args"]["mode"], "test": mode}
+    other._set_eval_neg_sample_args("test")
+    return data_preparation(other, create_dataset(other))[2]
+
+
 def run_recbole_genair(
     model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None, saved=True, verbose=True,
-    inspect=None,
+    inspect=None, extra_test_modes=(),
 ):
     """Train `model` on `dataset` and evaluate it on the validation and test splits.
 
     Works for recbole_genair's models and for RecBole's own, so every comparison uses one code path.
     Returns RecBole's result dict (best_valid_score, valid_score_bigger, best_valid_result, test_result)
     plus the evaluation mode; `inspect(config, model, train_data, test_data)`, if given, runs on the
-    evaluated model and its return value is kept under "analysis".
+    evaluated model and its return value is kept under "analysis". `extra_test_modes` (e.g. `["uni100"]`)
+    evaluates the same trained model on the test split under other protocols too ("extra_test_results");
+    the negatives are drawn from the run's seed, so every model compared ranks against the same ones.
     """
     apply_speed_fixes()
     config = Config(model, dataset, config_file_list, config_dict, cmd_args=cmd_args)
@@ -57,6 +72,12 @@ def run_recbole_genair(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    extra_test_results = {}
+    for mode in extra_test_modes or ():
+        loader = test_loader_for_mode(config, mode)
+        init_seed(config["seed"], config["reproducibility"])
+        extra_test_results[mode] = trainer.evaluate(loader, load_best_model=False, show_progress=config["show_progress"])
+        logger.info(set_color(f"test result ({mode})", "yellow") + f": {extra_test_results[mode]}")
 
     environment_tb = get_environment(config)
     logger.info("The running environment of this training is as follows:\n" + environment_tb.draw())
@@ -70,6 +91,7 @@ def run_recbole_genair(
         "test_result": test_result,
         "saved_model_file": trainer.saved_model_file if saved else None,
         "eval_mode": config["eval_args"]["mode"]["test"],
+        "extra_test_results": extra_test_results,
         "analysis": inspect(config, model, train_data, test_data) if inspect else None,
     }
 
@@ -108,6 +130,8 @@ def parse_args(argv):
     parser.add_argument("--models", default="SASRec,SASRecGenAIR", help="comma-separated; the first is the reference")
     parser.add_argument("--seeds", default="3", help="a count (seeds 2020, 2021, ...) or a comma-separated list")
     parser.add_argument("--output", default=None, help="output folder of --compare / --tune (default results/...)")
+    parser.add_argument("--extra_test_modes", default="",
+                        help="--compare: also test the trained models under these protocols, e.g. uni100")
     parser.add_argument("--tune", action="store_true", help="search hyper-parameters with RecBole's HyperTuning")
     parser.add_argument("--params_file", default=str(PROPS_DIR / "tuning" / "genair.hyper"),
                         help="search space (RecBole format); default: the paper's grid shipped in props/tuning/")
@@ -125,7 +149,9 @@ def main(argv=None):
 
         output = args.output or f"results/compare-{args.dataset}"
         models = [m for m in args.models.split(",") if m]
-        return run_comparison(models, args.dataset, args.seeds, output, config_files, cmd_args=rest)
+        extra = [m for m in args.extra_test_modes.split(",") if m]
+        return run_comparison(models, args.dataset, args.seeds, output, config_files, cmd_args=rest,
+                              extra_test_modes=extra)
     if args.tune:
         from recbole_genair.tuning import run_tuning
 

@@ -9,7 +9,8 @@ from recbole.evaluator.collector import DataStruct
 
 from conftest import tiny_config
 from recbole_genair.config import Config
-from recbole_genair.evaluation.compare import markdown_table, paired_significance, run_comparison, summarise
+from recbole_genair.evaluation.compare import (markdown_table, paired_significance, reference_for, run_comparison,
+                                               summarise)
 from recbole_genair.evaluation.entropy import matrix_entropy
 from recbole_genair.evaluation.group_metrics import GROUP_METRICS, TARGET_ITEMS, TRAIN_POPULARITY, item_groups
 from recbole_genair.quick_start import run_recbole_genair
@@ -93,12 +94,33 @@ def test_significance_marker_only_when_the_paired_test_says_so():
     assert "full ranking" in table
 
 
+def test_each_llm_model_is_held_against_its_own_backbone():
+    models = ["SASRec", "SASRecGenAIR", "GRU4Rec", "GRU4RecGenAIR", "SASRecTFLLMER"]
+    assert [reference_for(m, models) for m in models] == ["SASRec", "SASRec", "GRU4Rec", "GRU4Rec", "SASRec"]
+    assert reference_for("BERT4RecGenAIR", ["SASRec", "BERT4RecGenAIR"]) == "SASRec"  # backbone absent: first
+    seeds = [1, 2, 3]
+    values = {"SASRec": [0.10, 0.11, 0.12], "SASRecGenAIR": [0.12, 0.13, 0.15], "GRU4Rec": [0.20, 0.21, 0.22],
+              "GRU4RecGenAIR": [0.10, 0.105, 0.11], "SASRecTFLLMER": [0.11, 0.11, 0.11]}
+    summary = summarise(fake_runs(models, seeds, values), models, seeds, metrics=["ndcg@10"])
+    assert summary["GRU4RecGenAIR"]["ndcg@10"]["rel_change"] == pytest.approx(0.105 / 0.21 - 1)
+    assert summary["SASRecGenAIR"]["ndcg@10"]["rel_change"] == pytest.approx(0.40 / 0.33 - 1)
+    assert math.isnan(summary["GRU4Rec"]["ndcg@10"]["rel_change"])  # a RecBole model is a reference itself
+    table = markdown_table(summary, models, "full", 3, metrics=["ndcg@10"])
+    assert "RecBole backbone (SASRec, GRU4Rec)" in table and "(-50.0%" in table
+
+
 def test_compare_writes_table_csv_json_plots_and_skips_finished_runs(tmp_path, capsys):
     out = tmp_path / "cmp"
     settings = tiny_config(tmp_path)
-    report = run_comparison(["SASRec", "SASRecGenAIR"], "genair-test", "2", out, config_dict=settings)
-    for name in ("table.md", "results.csv", "summary.json", "ndcg_by_group.png", "entropy_by_quintile.png",
-                 "head_tail_scatter.png"):
+    report = run_comparison(["SASRec", "SASRecGenAIR"], "genair-test", "2", out, config_dict=settings,
+                            extra_test_modes=["uni100"])
+    uni = report["extra_tables"]["uni100"]
+    assert "sampled negatives (uni100)" in uni and uni != report["table"]
+    record = json.loads((out / "runs" / "SASRec-seed2020.json").read_text())
+    assert record["extra_test"]["uni100"]["ndcg@10"] >= record["test"]["ndcg@10"]  # 100 negatives: easier
+    assert "test_uni100_ndcg@10" in (out / "results.csv").read_text().splitlines()[0]
+    for name in ("table.md", "table_uni100.md", "results.csv", "summary.json", "ndcg_by_group.png",
+                 "entropy_by_quintile.png", "head_tail_scatter.png"):
         assert (out / name).stat().st_size > 0, name
     runs = sorted(p.name for p in (out / "runs").iterdir())
     assert runs == ["SASRec-seed2020.json", "SASRec-seed2021.json", "SASRecGenAIR-seed2020.json",
@@ -107,6 +129,7 @@ def test_compare_writes_table_csv_json_plots_and_skips_finished_runs(tmp_path, c
     assert record["trainable_params"] > 0 and record["flops_per_user"] > 0 and len(record["entropy_by_quintile"]) == 5
     assert "| SASRecGenAIR |" in report["table"] and "mean ± std over 2 seeds" in report["table"]
     stamps = {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
-    again = run_comparison(["SASRec", "SASRecGenAIR"], "genair-test", "2", out, config_dict=settings)
+    again = run_comparison(["SASRec", "SASRecGenAIR"], "genair-test", "2", out, config_dict=settings,
+                           extra_test_modes=["uni100"])
     assert {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()} == stamps  # nothing retrained
     assert again["table"] == report["table"]

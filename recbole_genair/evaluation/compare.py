@@ -3,9 +3,12 @@
     python run_recbole_genair.py --compare --models=SASRec,SASRecGenAIR --dataset=ml-100k --seeds=3
 
 Each (model, seed) run is saved as JSON under <output>/runs/ as soon as it finishes, so a rerun with
-the same output folder skips finished runs. The first model is the reference: the table gives the
-relative change of every other model's mean against it and marks differences that a two-sided
-paired t-test across seeds finds significant (p < 0.05, as in the GenAIR paper).
+the same output folder skips finished runs. Every LLM-enhanced model is held against its RecBole
+backbone when that is in the list (SASRecGenAIR against SASRec, GRU4RecGenAIR against GRU4Rec), any
+other model against the first one: the table gives the relative change of the mean and marks
+differences that a two-sided paired t-test across seeds finds significant (p < 0.05, as in the
+GenAIR paper). `extra_test_modes` (e.g. `uni100`, the papers' 100-negative protocol) evaluates the
+same trained models again and writes one more table per protocol (`table_uni100.md`).
 """
 import csv
 import json
@@ -72,6 +75,25 @@ def analyse(config, model, train_data, test_data, scatter=False):
     return out
 
 
+def reference_for(model, models):
+    """The model a row is held against: an LLM-enhanced model's RecBole backbone if listed, else the first.
+
+    RecBole's own models (and the first model) are references themselves.
+    """
+    from recbole_genair.utils import get_model
+
+    try:
+        cls = get_model(model)
+    except (ValueError, AttributeError, ImportError):
+        return models[0]
+    if not cls.__module__.startswith("recbole_genair"):
+        return model
+    for base in cls.__mro__[1:]:
+        if base.__module__.startswith("recbole.") and base.__name__ in models:
+            return base.__name__
+    return models[0]
+
+
 def parse_seeds(seeds):
     """`3` -> the first three seeds from 2020; `1,5,9` -> those seeds."""
     text = str(seeds)
@@ -80,7 +102,8 @@ def parse_seeds(seeds):
     return [2020 + i for i in range(int(text))]
 
 
-def run_comparison(models, dataset, seeds, output, config_file_list=None, config_dict=None, cmd_args=None):
+def run_comparison(models, dataset, seeds, output, config_file_list=None, config_dict=None, cmd_args=None,
+                   extra_test_modes=()):
     """Train and evaluate every model for every seed (skipping finished runs); write the report."""
     from recbole_genair.quick_start import run_recbole_genair
 
@@ -99,17 +122,17 @@ def run_comparison(models, dataset, seeds, output, config_file_list=None, config
             settings = {**base, "seed": seed, "metrics": metrics, "checkpoint_dir": str(output / "checkpoints")}
             result = run_recbole_genair(
                 model, dataset, config_file_list, settings, cmd_args=cmd_args, saved=True,
-                inspect=lambda c, m, tr, te, first=(seed == seeds[0]): analyse(c, m, tr, te, scatter=first),
+                extra_test_modes=extra_test_modes, inspect=lambda c, m, tr, te, first=(seed == seeds[0]): analyse(c, m, tr, te, scatter=first),
             )
             record = {
                 "model": model, "seed": seed, "dataset": dataset,
                 "valid": dict(result["best_valid_result"]), "test": dict(result["test_result"]),
-                "eval_mode": result["eval_mode"], **result["analysis"],
+                "eval_mode": result["eval_mode"], "extra_test": result["extra_test_results"], **result["analysis"],
             }
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(record, indent=1))
             tmp.replace(path)
-    return write_report(output, models, seeds)
+    return write_report(output, models, seeds, extra_test_modes)
 
 
 def load_runs(output, models, seeds):
@@ -122,21 +145,28 @@ def load_runs(output, models, seeds):
     return runs
 
 
-def summarise(runs, models, seeds, metrics=TABLE_METRICS):
-    """Per model and metric: mean, std, relative change and paired test against the first model."""
-    reference = models[0]
+def summarise(runs, models, seeds, metrics=TABLE_METRICS, protocol=None):
+    """Per model and metric: mean, std, relative change and paired test against the model's reference.
+
+    `protocol`: one of the extra test protocols of the runs (e.g. "uni100"); None: the main test result.
+    """
+    def result(model, seed):
+        run = runs[(model, seed)]
+        return run["test"] if protocol is None else run.get("extra_test", {}).get(protocol, {})
+
     summary = {}
     for model in models:
-        row = {}
+        reference = reference_for(model, models)
+        row = {"reference": reference}
         for metric in metrics:
-            values = [runs[(model, s)]["test"].get(metric, float("nan")) for s in seeds if (model, s) in runs]
-            ref = [runs[(reference, s)]["test"].get(metric, float("nan")) for s in seeds if (reference, s) in runs]
+            values = [result(model, s).get(metric, float("nan")) for s in seeds if (model, s) in runs]
+            ref = [result(reference, s).get(metric, float("nan")) for s in seeds if (reference, s) in runs]
             mean = float(np.mean(values)) if values else float("nan")
             ref_mean = float(np.mean(ref)) if ref else float("nan")
             paired = [s for s in seeds if (model, s) in runs and (reference, s) in runs]  # same seeds only
             p, significant = (
-                paired_significance([runs[(model, s)]["test"].get(metric, float("nan")) for s in paired],
-                                    [runs[(reference, s)]["test"].get(metric, float("nan")) for s in paired])
+                paired_significance([result(model, s).get(metric, float("nan")) for s in paired],
+                                    [result(reference, s).get(metric, float("nan")) for s in paired])
                 if model != reference else (float("nan"), False)
             )
             row[metric] = {
@@ -161,9 +191,12 @@ def _fmt(x, digits=4):
 def markdown_table(summary, models, eval_mode, n_seeds, metrics=TABLE_METRICS):
     protocol = ("full ranking over all items" if eval_mode == "full"
                 else f"ranking the target against sampled negatives ({eval_mode})")
+    references = sorted({summary[m].get("reference", models[0]) for m in models} - {None}, key=models.index)
+    against = (f"against {references[0]}" if len(references) == 1
+               else "against the model's RecBole backbone (" + ", ".join(references) + ")")
     lines = [
         f"Test metrics, mean ± std over {n_seeds} seeds; {protocol}; leave-one-out split by time. "
-        f"Δ: relative change of the mean against {models[0]}; * : p < 0.05 in a two-sided paired t-test "
+        f"Δ: relative change of the mean {against}; * : p < 0.05 in a two-sided paired t-test "
         f"across seeds. head = top 20% items by training interactions, cold = no training interaction.",
         "",
         "| model | " + " | ".join(m.replace("ndcg", "NDCG").replace("hit", "Hit").replace("head", "Head ")
@@ -176,7 +209,7 @@ def markdown_table(summary, models, eval_mode, n_seeds, metrics=TABLE_METRICS):
         for metric in metrics:
             m = summary[model][metric]
             cell = "n/a" if math.isnan(m["mean"]) else f"{_fmt(m['mean'])} ± {_fmt(m['std'])}"
-            if model != models[0] and not math.isnan(m["rel_change"]):
+            if not math.isnan(m["rel_change"]):
                 cell += f" ({m['rel_change']:+.1%}{'*' if m['significant'] else ''})"
             cells.append(cell)
         params = summary[model]["trainable_params"]
@@ -187,7 +220,7 @@ def markdown_table(summary, models, eval_mode, n_seeds, metrics=TABLE_METRICS):
     return "\n".join(lines)
 
 
-def write_report(output, models, seeds):
+def write_report(output, models, seeds, extra_test_modes=()):
     from recbole_genair.evaluation.plots import plot_entropy, plot_group_ndcg, plot_scatter
 
     output = Path(output)
@@ -198,16 +231,33 @@ def write_report(output, models, seeds):
     summary = summarise(runs, models, seeds)
     with open(output / "results.csv", "w", newline="") as f:
         metric_names = sorted({k for r in runs.values() for k in r["test"]})
+        extra_names = sorted({(mode, k) for r in runs.values() for mode, res in r.get("extra_test", {}).items()
+                              for k in res})
         writer = csv.writer(f)
-        writer.writerow(["model", "seed", *[f"test_{m}" for m in metric_names], "trainable_params", "flops_per_user"])
+        writer.writerow(["model", "seed", *[f"test_{m}" for m in metric_names],
+                         *[f"test_{mode}_{m}" for mode, m in extra_names], "trainable_params", "flops_per_user"])
         for (model, seed), r in sorted(runs.items(), key=lambda kv: (models.index(kv[0][0]), kv[0][1])):
-            writer.writerow([model, seed, *[r["test"].get(m) for m in metric_names], r["trainable_params"], r["flops_per_user"]])
+            extra = r.get("extra_test", {})
+            writer.writerow([model, seed, *[r["test"].get(m) for m in metric_names],
+                             *[extra.get(mode, {}).get(m) for mode, m in extra_names],
+                             r["trainable_params"], r["flops_per_user"]])
     (output / "summary.json").write_text(json.dumps({"eval_mode": eval_mode, "seeds": seeds, "models": summary}, indent=1))
     table = markdown_table(summary, models, eval_mode, len(seeds))
     (output / "table.md").write_text(table + "\n")
+    extra_tables = {}
+    for mode in extra_test_modes or ():
+        if not any(mode in r.get("extra_test", {}) for r in runs.values()):
+            continue
+        extra = summarise(runs, models, seeds, protocol=mode)
+        extra_tables[mode] = markdown_table(extra, models, mode, len(seeds))
+        extra_tables[mode] += ("\nSame trained models as the full-ranking table (early stopping on full-ranking "
+                               "validation NDCG@10); the negatives are drawn from each run's seed.")
+        (output / f"table_{mode}.md").write_text(extra_tables[mode] + "\n")
     scatter = {m: runs[(m, seeds[0])].get("scatter") for m in models if (m, seeds[0]) in runs}
     plots = [plot_group_ndcg(summary, models, output / "ndcg_by_group.png"),
              plot_entropy(summary, models, output / "entropy_by_quintile.png"),
              plot_scatter(scatter, output / "head_tail_scatter.png")]
     print(table)
-    return {"table": table, "summary": summary, "plots": [str(p) for p in plots if p]}
+    for mode, text in extra_tables.items():
+        print(f"\n{mode}:\n{text}")
+    return {"table": table, "summary": summary, "extra_tables": extra_tables, "plots": [str(p) for p in plots if p]}
