@@ -1,4 +1,6 @@
 """LLMInit: the backbone's ID table starts from a PCA of the `.itememb` vectors."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -28,7 +30,7 @@ def file_pca(k, whiten=False):
 
 @pytest.mark.parametrize("whiten", [False, True])
 def test_initial_table_is_the_pca_of_the_file_vectors(tmp_path, whiten):
-    config, dataset, train_data = built(tmp_path, "SASRecLLMInit", pca_whiten=whiten)
+    config, dataset, train_data = built(tmp_path, "SASRecLLMInit", pca_whiten=whiten, pca_init_scale="raw")
     weight = build_model(config, train_data).item_embedding.weight.detach().double().numpy()
     reference = file_pca(16, whiten)
     tokens = ["1", "23", "49", "60"]
@@ -38,6 +40,30 @@ def test_initial_table_is_the_pca_of_the_file_vectors(tmp_path, whiten):
     signs = np.sign(got[0]) * np.sign(expected[0])
     np.testing.assert_allclose(got, expected * signs, rtol=1e-4, atol=1e-4)
     assert not weight[0].any()
+
+
+@pytest.mark.parametrize("model", ["SASRecLLMInit", "GRU4RecLLMInit", "SASRecFAERec"])
+def test_backbone_scale_keeps_the_pca_geometry_at_the_random_tables_std(tmp_path, model):
+    """`pca_init_scale: backbone`: the PCA table times one factor, with the std of the backbone's random init."""
+    raw_config, dataset, train_data = built(tmp_path / "raw", model, pca_init_scale="raw")
+    config, _, _ = built(tmp_path / "scaled", model, pca_init_scale="backbone")
+    tables = []
+    for c in (raw_config, config):
+        layer = build_model(c, train_data).item_embedding
+        weight = layer.id_embedding.weight if hasattr(layer, "id_embedding") else layer.weight
+        tables.append(weight.detach().double().numpy()[1: dataset.item_num])
+    raw, scaled = tables
+    factor = scaled.std() / raw.std()
+    np.testing.assert_allclose(scaled, raw * factor, rtol=1e-4, atol=1e-7)
+    if model.startswith("SASRec"):  # SASRec's random table: N(0, initializer_range = 0.02)
+        expected_std = 0.02
+    else:  # GRU4Rec's: xavier_normal over an n_items x width matrix
+        expected_std = math.sqrt(2.0 / (dataset.item_num + config["embedding_size"]))
+    assert scaled.std() == pytest.approx(expected_std, rel=0.1)
+    assert raw.std() > 5 * scaled.std()  # the raw PCA coordinates are far larger than a random init
+    bad_config, _, _ = built(tmp_path / "bad", model, pca_init_scale="huge")
+    with pytest.raises(ValueError, match="pca_init_scale must be 'backbone' or 'raw'"):
+        build_model(bad_config, train_data)
 
 
 def test_bert4rec_mask_token_keeps_its_random_row(tmp_path):

@@ -1,24 +1,27 @@
 """LLMInit baseline: the backbone's trainable item-ID table starts from a PCA of the LLM item vectors.
 
 Nothing else changes: RecBole's `nn.Embedding` stays, padding row 0 stays zero and BERT4Rec's
-mask-token row keeps the backbone's random initialisation.
+mask-token row keeps the backbone's random initialisation. `pca_init_scale: backbone` (default) scales
+the PCA table to the standard deviation of the random table it replaces; `raw` keeps PCA coordinates.
 """
 import torch
 from recbole.model.sequential_recommender import BERT4Rec, GRU4Rec, SASRec
 
 from recbole_genair.data.itememb import load_llm_item_table
 from recbole_genair.model.backbone import LLMItemEmbeddingMixin
-from recbole_genair.model.projection import pca_item_table
+from recbole_genair.model.projection import check_init_scale, match_scale, pca_item_table
 
 
 class LLMInit(LLMItemEmbeddingMixin):
     """What LLMInit adds to a backbone; its defaults are in `props/model/LLMInit.yaml`."""
 
     def __init__(self, config, dataset):
-        whiten = config["pca_whiten"]
+        whiten, scale = config["pca_whiten"], check_init_scale(config)
         super().__init__(config, dataset)
         width, _ = self._backbone_item_layout()
         table = pca_item_table(load_llm_item_table(dataset, config), width, whiten=bool(whiten))
+        if scale == "backbone":
+            table = match_scale(table, self.item_embedding.weight[: self.n_items].detach())
         with torch.no_grad():
             self.item_embedding.weight[: self.n_items] = table
 

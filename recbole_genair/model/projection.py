@@ -56,6 +56,25 @@ def pca_basis(x, k, laplacian=None, lam=0.0):
     return mean, w * np.where(signs == 0, 1.0, signs)
 
 
+def match_scale(table, reference):
+    """`table` (row 0 padding) scaled so that its item rows have the standard deviation of `reference`'s.
+
+    A PCA table used as an initialisation keeps its geometry (directions and relative norms) but starts
+    at the scale of the random initialisation it replaces, which the backbone's learning rate and
+    regularisation were set for (raw PCA coordinates of LLM vectors are orders of magnitude larger).
+    """
+    std, ref = float(table[1:].std()), float(reference[1:].std())
+    return table * (ref / std) if std > 0 else table
+
+
+def check_init_scale(config):
+    """`pca_init_scale` of LLMInit and FAERec: backbone | raw."""
+    scale = config["pca_init_scale"] or "backbone"
+    if scale not in ("backbone", "raw"):
+        raise ValueError(f"pca_init_scale must be 'backbone' or 'raw', not {scale!r}; set it in YAML or with --pca_init_scale")
+    return scale
+
+
 def pca_item_table(llm_table, k, whiten=False, laplacian=None, lam=0.0):
     """`n_items x k` float32 table of the items' projected, centred LLM vectors; row 0 stays zero.
 
