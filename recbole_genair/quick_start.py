@@ -132,6 +132,8 @@ def parse_args(argv):
     parser.add_argument("--output", default=None, help="output folder of --compare / --tune (default results/...)")
     parser.add_argument("--extra_test_modes", default="",
                         help="--compare: also test the trained models under these protocols, e.g. uni100")
+    parser.add_argument("--ablation", default="",
+                        help="label=folder,... of --compare outputs: one table of --model's runs across them")
     parser.add_argument("--tune", action="store_true", help="search hyper-parameters with RecBole's HyperTuning")
     parser.add_argument("--params_file", default=str(PROPS_DIR / "tuning" / "genair.hyper"),
                         help="search space (RecBole format); default: the paper's grid shipped in props/tuning/")
@@ -152,6 +154,15 @@ def main(argv=None):
         extra = [m for m in args.extra_test_modes.split(",") if m]
         return run_comparison(models, args.dataset, args.seeds, output, config_files, cmd_args=rest,
                               extra_test_modes=extra)
+    if args.ablation:
+        from recbole_genair.evaluation.compare import ablation_report, parse_seeds
+
+        variants = dict(item.split("=", 1) for item in args.ablation.split(",") if item)
+        output = args.output or f"results/ablation-{args.dataset}"
+        tables = ablation_report(variants, args.model, parse_seeds(args.seeds), output,
+                                 [m for m in args.extra_test_modes.split(",") if m])
+        print("\n\n".join(tables.values()))
+        return tables
     if args.tune:
         from recbole_genair.tuning import run_tuning
 

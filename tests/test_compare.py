@@ -9,7 +9,7 @@ from recbole.evaluator.collector import DataStruct
 
 from conftest import tiny_config
 from recbole_genair.config import Config
-from recbole_genair.evaluation.compare import (markdown_table, paired_significance, reference_for, run_comparison,
+from recbole_genair.evaluation.compare import (ablation_report, markdown_table, paired_significance, reference_for, run_comparison,
                                                summarise)
 from recbole_genair.evaluation.entropy import matrix_entropy
 from recbole_genair.evaluation.group_metrics import GROUP_METRICS, TARGET_ITEMS, TRAIN_POPULARITY, item_groups
@@ -133,3 +133,22 @@ def test_compare_writes_table_csv_json_plots_and_skips_finished_runs(tmp_path, c
                            extra_test_modes=["uni100"])
     assert {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()} == stamps  # nothing retrained
     assert again["table"] == report["table"]
+
+
+def test_ablation_report_puts_one_models_runs_from_several_folders_in_one_table(tmp_path):
+    seeds = [2020, 2021, 2022]
+    values = {"full": [0.10, 0.11, 0.12], "prefill": [0.05, 0.06, 0.0605], "alpha0": [0.10, 0.11, 0.12]}
+    for label, ndcgs in values.items():
+        (tmp_path / label / "runs").mkdir(parents=True)
+        for seed, ndcg in zip(seeds, ndcgs):
+            run = {"model": "SASRecGenAIR", "seed": seed, "test": {"ndcg@10": ndcg}, "eval_mode": "full",
+                   "extra_test": {"uni100": {"ndcg@10": 3 * ndcg}}, "trainable_params": 5,
+                   "flops_per_user": 1e6, "entropy_by_quintile": [1.0] * 5}
+            (tmp_path / label / "runs" / f"SASRecGenAIR-seed{seed}.json").write_text(json.dumps(run))
+    tables = ablation_report({k: tmp_path / k for k in values}, "SASRecGenAIR", seeds, tmp_path / "out", ["uni100"])
+    main = tables["main"].splitlines()
+    assert "| SASRecGenAIR |" in main[2] and "against full" in main[0]
+    prefill = next(line for line in main if line.startswith("| prefill"))
+    alpha0 = next(line for line in main if line.startswith("| alpha0"))
+    assert "0.0568" in prefill and "(-48.3%*)" in prefill and "(+0.0%)" in alpha0
+    assert "| full | 0.3300 ±" in tables["uni100"] and (tmp_path / "out" / "ablation_uni100.md").exists()

@@ -145,18 +145,20 @@ def load_runs(output, models, seeds):
     return runs
 
 
-def summarise(runs, models, seeds, metrics=TABLE_METRICS, protocol=None):
+def summarise(runs, models, seeds, metrics=TABLE_METRICS, protocol=None, reference=None):
     """Per model and metric: mean, std, relative change and paired test against the model's reference.
 
     `protocol`: one of the extra test protocols of the runs (e.g. "uni100"); None: the main test result.
+    `reference`: hold every row against this one instead of `reference_for`'s choice.
     """
     def result(model, seed):
         run = runs[(model, seed)]
         return run["test"] if protocol is None else run.get("extra_test", {}).get(protocol, {})
 
     summary = {}
+    fixed_reference = reference
     for model in models:
-        reference = reference_for(model, models)
+        reference = fixed_reference or reference_for(model, models)
         row = {"reference": reference}
         for metric in metrics:
             values = [result(model, s).get(metric, float("nan")) for s in seeds if (model, s) in runs]
@@ -218,6 +220,33 @@ def markdown_table(summary, models, eval_mode, n_seeds, metrics=TABLE_METRICS):
         cells.append(f"{flops / 1e6:.2f} M" if flops is not None else "n/a")
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def ablation_report(variants, model, seeds, output, extra_test_modes=()):
+    """One table of `model`'s runs from several comparison folders (one per ablation setting).
+
+    `variants`: {label: folder}; the first label is the reference (e.g. `full=results/compare-x`).
+    Rows are labels; Δ and the paired t-test are against the first. Writes `ablation.md` (and
+    `ablation_<mode>.md` per extra protocol) into `output`.
+    """
+    labels = list(variants)
+    runs = {}
+    for label, folder in variants.items():
+        for (_, seed), run in load_runs(folder, [model], seeds).items():
+            runs[(label, seed)] = run
+    missing = [f"{label} seed {s}" for label in labels for s in seeds if (label, s) not in runs]
+    if missing:
+        logger.warning(f"ablation table without {len(missing)} run(s): {', '.join(missing)}")
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    tables = {}
+    for mode in [None, *(extra_test_modes or ())]:
+        summary = summarise(runs, labels, seeds, protocol=mode, reference=labels[0])
+        text = markdown_table(summary, labels, mode or next(iter(runs.values()))["eval_mode"], len(seeds))
+        text = text.replace("| model |", f"| {model} |", 1)
+        tables[mode or "main"] = text
+        (output / ("ablation.md" if mode is None else f"ablation_{mode}.md")).write_text(text + "\n")
+    return tables
 
 
 def write_report(output, models, seeds, extra_test_modes=()):
