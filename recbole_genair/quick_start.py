@@ -132,6 +132,8 @@ def parse_args(argv):
     parser.add_argument("--output", default=None, help="output folder of --compare / --tune (default results/...)")
     parser.add_argument("--extra_test_modes", default="",
                         help="--compare: also test the trained models under these protocols, e.g. uni100")
+    parser.add_argument("--report_only", action="store_true",
+                        help="--compare: write the report from the finished runs in --output, train nothing")
     parser.add_argument("--ablation", default="",
                         help="label=folder,... of --compare outputs: one table of --model's runs across them")
     parser.add_argument("--tune", action="store_true", help="search hyper-parameters with RecBole's HyperTuning")
@@ -152,6 +154,10 @@ def main(argv=None):
         output = args.output or f"results/compare-{args.dataset}"
         models = [m for m in args.models.split(",") if m]
         extra = [m for m in args.extra_test_modes.split(",") if m]
+        if args.report_only:
+            from recbole_genair.evaluation.compare import parse_seeds, write_report
+
+            return write_report(output, models, parse_seeds(args.seeds), extra)
         return run_comparison(models, args.dataset, args.seeds, output, config_files, cmd_args=rest,
                               extra_test_modes=extra)
     if args.ablation:

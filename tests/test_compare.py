@@ -13,7 +13,7 @@ from recbole_genair.evaluation.compare import (ablation_report, markdown_table, 
                                                summarise)
 from recbole_genair.evaluation.entropy import matrix_entropy
 from recbole_genair.evaluation.group_metrics import GROUP_METRICS, TARGET_ITEMS, TRAIN_POPULARITY, item_groups
-from recbole_genair.quick_start import run_recbole_genair
+from recbole_genair.quick_start import main, run_recbole_genair
 
 
 def test_item_groups_head_tail_cold():
@@ -133,6 +133,11 @@ def test_compare_writes_table_csv_json_plots_and_skips_finished_runs(tmp_path, c
                            extra_test_modes=["uni100"])
     assert {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()} == stamps  # nothing retrained
     assert again["table"] == report["table"]
+    (out / "table.md").unlink()
+    only = main(["--compare", "--report_only", "--models=SASRec,SASRecGenAIR,GRU4Rec", "--seeds=2020,2021,",
+                 f"--output={out}", "--extra_test_modes=uni100"])  # GRU4Rec has no runs: left out, not trained
+    assert (out / "table.md").exists() and "| GRU4Rec | n/a" in only["table"]
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()} == stamps
 
 
 def test_ablation_report_puts_one_models_runs_from_several_folders_in_one_table(tmp_path):
