@@ -109,6 +109,19 @@ def test_each_llm_model_is_held_against_its_own_backbone():
     assert "RecBole backbone (SASRec, GRU4Rec)" in table and "(-50.0%" in table
 
 
+def test_a_model_with_fewer_seeds_says_so_and_has_no_std():
+    models, seeds = ["SASRec", "SASRecGenAIR"], [1, 2, 3]
+    runs = fake_runs(models, seeds, {"SASRec": [0.10, 0.11, 0.12], "SASRecGenAIR": [0.12, 0.13, 0.15]})
+    del runs[("SASRecGenAIR", 2)], runs[("SASRecGenAIR", 3)]
+    summary = summarise(runs, models, seeds, metrics=["ndcg@10"])
+    assert math.isnan(summary["SASRecGenAIR"]["ndcg@10"]["std"])
+    assert summary["SASRec"]["ndcg@10"]["std"] == pytest.approx(0.01)
+    table = markdown_table(summary, models, "full", 3, metrics=["ndcg@10"])
+    row = next(line for line in table.splitlines() if line.startswith("| SASRecGenAIR"))
+    assert "(1 of 3 seeds)" in row and "0.1200 ± n/a" in row
+    assert "| SASRec | 0.1100 ± 0.0100 |" in table
+
+
 def test_compare_writes_table_csv_json_plots_and_skips_finished_runs(tmp_path, capsys):
     out = tmp_path / "cmp"
     settings = tiny_config(tmp_path)
@@ -136,7 +149,7 @@ def test_compare_writes_table_csv_json_plots_and_skips_finished_runs(tmp_path, c
     (out / "table.md").unlink()
     only = main(["--compare", "--report_only", "--models=SASRec,SASRecGenAIR,GRU4Rec", "--seeds=2020,2021,",
                  f"--output={out}", "--extra_test_modes=uni100"])  # GRU4Rec has no runs: left out, not trained
-    assert (out / "table.md").exists() and "| GRU4Rec | n/a" in only["table"]
+    assert (out / "table.md").exists() and "| GRU4Rec (0 of 2 seeds) | n/a" in only["table"]
     assert {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()} == stamps
 
 

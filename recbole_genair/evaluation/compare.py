@@ -172,7 +172,7 @@ def summarise(runs, models, seeds, metrics=TABLE_METRICS, protocol=None, referen
                 if model != reference else (float("nan"), False)
             )
             row[metric] = {
-                "mean": mean, "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, "values": values,
+                "mean": mean, "std": float(np.std(values, ddof=1)) if len(values) > 1 else float("nan"), "values": values,
                 "rel_change": (mean / ref_mean - 1.0) if model != reference and ref_mean else float("nan"),
                 "p_value": p, "significant": significant,
             }
@@ -214,11 +214,13 @@ def markdown_table(summary, models, eval_mode, n_seeds, metrics=TABLE_METRICS):
             if not math.isnan(m["rel_change"]):
                 cell += f" ({m['rel_change']:+.1%}{'*' if m['significant'] else ''})"
             cells.append(cell)
+        seeds_run = max(len(summary[model][metric]["values"]) for metric in metrics)
+        name = model if seeds_run >= n_seeds else f"{model} ({seeds_run} of {n_seeds} seeds)"
         params = summary[model]["trainable_params"]
         flops = summary[model]["flops_per_user"]
         cells.append(f"{params:,}" if params is not None else "n/a")
         cells.append(f"{flops / 1e6:.2f} M" if flops is not None else "n/a")
-        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -17,7 +17,7 @@ def plot_group_ndcg(summary, models, path):
     x = np.arange(len(groups))
     for i, model in enumerate(models):
         means = [np.nan_to_num(summary[model][k]["mean"]) for k, _ in groups]
-        stds = [summary[model][k]["std"] for k, _ in groups]
+        stds = [np.nan_to_num(summary[model][k]["std"]) for k, _ in groups]  # one seed: no bar
         ax.bar(x + (i - (len(models) - 1) / 2) * width, means, width, yerr=stds, capsize=3, label=model)
     ax.set_xticks(x, [label for _, label in groups])
     return _finish(fig, ax, path, "test NDCG@10", "NDCG@10 by the popularity of the user's target item")

@@ -24,7 +24,7 @@ from recbole_genair.data.popularity import head_items, item_popularity
 from recbole_genair.model.backbone import LLMItemEmbeddingMixin
 from recbole_genair.model.layers import ItemTable
 from recbole_genair.model.losses import barlow_twins, info_nce
-from recbole_genair.model.projection import check_init_scale, match_scale, pca_item_table
+from recbole_genair.model.projection import check_init_scale, pca_init_table
 
 
 def cosine_curriculum(epoch, w_max=1.0, w_min=0.9, period=30):
@@ -95,9 +95,7 @@ class FAERec(LLMItemEmbeddingMixin):
 
         width, n_extra_tokens = self._backbone_item_layout()
         llm_table = load_llm_item_table(dataset, config)
-        id_init = pca_item_table(llm_table, width)
-        if init_scale == "backbone":
-            id_init = match_scale(id_init, self.item_embedding.weight[: self.n_items].detach())
+        id_init = pca_init_table(llm_table, width, init_scale, self.item_embedding.weight[: self.n_items].detach())
         self.item_embedding = GatedFusionEmbedding(llm_table, id_init, mapper_dropout, gate_dropout, n_extra_tokens)
         head = head_items(item_popularity(dataset), head_ratio)  # training-split popularity
         self.register_buffer("head_mask", torch.from_numpy(head), persistent=False)

@@ -9,7 +9,7 @@ from recbole.model.sequential_recommender import BERT4Rec, GRU4Rec, SASRec
 
 from recbole_genair.data.itememb import load_llm_item_table
 from recbole_genair.model.backbone import LLMItemEmbeddingMixin
-from recbole_genair.model.projection import check_init_scale, match_scale, pca_item_table
+from recbole_genair.model.projection import check_init_scale, pca_init_table
 
 
 class LLMInit(LLMItemEmbeddingMixin):
@@ -19,9 +19,8 @@ class LLMInit(LLMItemEmbeddingMixin):
         whiten, scale = config["pca_whiten"], check_init_scale(config)
         super().__init__(config, dataset)
         width, _ = self._backbone_item_layout()
-        table = pca_item_table(load_llm_item_table(dataset, config), width, whiten=bool(whiten))
-        if scale == "backbone":
-            table = match_scale(table, self.item_embedding.weight[: self.n_items].detach())
+        table = pca_init_table(load_llm_item_table(dataset, config), width, scale,
+                               self.item_embedding.weight[: self.n_items].detach(), whiten=bool(whiten))
         with torch.no_grad():
             self.item_embedding.weight[: self.n_items] = table
 

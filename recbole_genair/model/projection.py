@@ -1,7 +1,7 @@
 """Linear projections of the LLM item table: PCA, whitened PCA and Rec-PCA (TF-LLMER).
 
 One place for the three methods that start from a projection of the `.itememb` vectors: FAERec and
-LLMInit initialise their ID tables with `pca_item_table`, TF-LLMER feeds its backbone from
+LLMInit initialise their ID tables with `pca_init_table`, TF-LLMER feeds its backbone from
 `pca_item_table(..., laplacian=..., lam=...)`. Row 0 of every item table is padding: it is left out
 of the fit and stays zero.
 """
@@ -68,11 +68,21 @@ def match_scale(table, reference):
 
 
 def check_init_scale(config):
-    """`pca_init_scale` of LLMInit and FAERec: backbone | raw."""
+    """`pca_init_scale` of LLMInit and FAERec: backbone | raw (checked before the model is built)."""
     scale = config["pca_init_scale"] or "backbone"
     if scale not in ("backbone", "raw"):
         raise ValueError(f"pca_init_scale must be 'backbone' or 'raw', not {scale!r}; set it in YAML or with --pca_init_scale")
     return scale
+
+
+def pca_init_table(llm_table, width, scale, random_table, whiten=False):
+    """ID-table initialisation of LLMInit and FAERec: the `width`-dim PCA of the LLM vectors.
+
+    `scale`: "backbone" matches the std of `random_table` (the initialisation it replaces, row 0
+    padding), "raw" keeps the PCA coordinates (authors' code).
+    """
+    table = pca_item_table(llm_table, width, whiten=whiten)
+    return match_scale(table, random_table) if scale == "backbone" else table
 
 
 def pca_item_table(llm_table, k, whiten=False, laplacian=None, lam=0.0):
