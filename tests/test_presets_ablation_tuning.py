@@ -1,5 +1,6 @@
 """Item-text presets, GenAIR ablation switches and hyper-parameter tuning (issue 7)."""
 import pytest
+import torch
 import yaml
 
 from conftest import tiny_config
@@ -85,6 +86,20 @@ def test_calibration_switches(tmp_path, alpha, kernel, has_cal):
         assert trainer.calibration.kernel == kernel
     losses = trainer._train_epoch(train_data, 0)
     assert (isinstance(losses, tuple) and len(losses) == 2) == has_cal
+
+
+@pytest.mark.parametrize("model_name", ["SASRecGenAIR", "BERT4RecGenAIR"])
+def test_item_normalization_switch_gives_rows_of_norm_scale_and_trains(tmp_path, model_name):
+    settings = tiny_config(tmp_path, item_normalization=True, norm_scale=2.5)
+    config = Config(model_name, config_dict=settings)
+    train_data, _, _ = data_preparation(config, create_dataset(config))
+    model = build_model(config, train_data)
+    rows = model.item_embedding.weight[1:model.n_items]
+    assert torch.allclose(rows.norm(dim=1), torch.full((model.n_items - 1,), 2.5), atol=1e-5)
+    plain = build_model(Config(model_name, config_dict=tiny_config(tmp_path)), train_data)
+    assert not torch.allclose(plain.item_embedding.weight[1:plain.n_items].norm(dim=1), torch.tensor(2.5))
+    result = run_recbole_genair(model_name, config_dict=settings, saved=False)
+    assert 0.0 <= result["test_result"]["ndcg@10"] <= 1.0
 
 
 def test_two_trial_tuning_writes_trials_and_best_config(tmp_path):

@@ -1,6 +1,6 @@
 """The one way every LLM-enhanced model of the package plugs into RecBole's sequential backbones."""
 from recbole_genair.data.itememb import load_llm_item_table
-from recbole_genair.model.layers import ItemTable, LLMItemEmbedding
+from recbole_genair.model.layers import ItemTable, LLMItemEmbedding, NormalizedLLMItemEmbedding
 
 
 class LLMItemEmbeddingMixin:
@@ -19,11 +19,22 @@ class LLMItemEmbeddingMixin:
         """(item width, number of extra rows after the items) of the backbone's `nn.Embedding`."""
         return self.item_embedding.embedding_dim, self.item_embedding.num_embeddings - self.n_items
 
-    def _use_llm_item_embedding(self, config, dataset, embedding_size, n_extra_tokens=0):
-        table = load_llm_item_table(dataset, config)
-        self.item_embedding = LLMItemEmbedding(
-            table, embedding_size, config["projector_hidden_size"], n_extra_tokens=n_extra_tokens
-        )
+    def _use_llm_item_embedding(self, config, dataset, embedding_size, n_extra_tokens=0, table=None):
+        """Frozen LLM table (`.itememb`, or `table`) + trainable projector as the backbone's item table.
+
+        `item_normalization: True` L2-normalises the projected rows to `norm_scale` (TF-LLMER's
+        item-embedding normalisation; for GenAIR an extension, off by default as in the paper).
+        """
+        table = load_llm_item_table(dataset, config) if table is None else table
+        if config["item_normalization"]:
+            self.item_embedding = NormalizedLLMItemEmbedding(
+                table, embedding_size, config["projector_hidden_size"], n_extra_tokens,
+                scale=config["norm_scale"] or 1.0, learnable_scale=bool(config["learnable_norm_scale"]),
+            )
+        else:
+            self.item_embedding = LLMItemEmbedding(
+                table, embedding_size, config["projector_hidden_size"], n_extra_tokens=n_extra_tokens
+            )
 
     def calculate_loss(self, interaction):
         """The backbone's loss, with an `ItemTable` computed once for the whole step."""

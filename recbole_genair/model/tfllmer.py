@@ -17,7 +17,6 @@ from recbole.model.sequential_recommender import BERT4Rec, GRU4Rec, SASRec
 from recbole_genair.data.cooccurrence import cooccurrence_matrix
 from recbole_genair.data.itememb import load_llm_item_table
 from recbole_genair.model.backbone import LLMItemEmbeddingMixin
-from recbole_genair.model.layers import LLMItemEmbedding, NormalizedLLMItemEmbedding
 from recbole_genair.model.projection import normalized_laplacian, pca_item_table
 
 
@@ -28,10 +27,6 @@ class TFLLMER(LLMItemEmbeddingMixin):
         recpca_dim = config["recpca_dim"]
         recpca_lambda = float(config["recpca_lambda"] or 0.0)
         window = config["cooccurrence_window"]
-        projector_hidden_size = config["projector_hidden_size"]
-        item_normalization = config["item_normalization"]
-        norm_scale = config["norm_scale"]
-        learnable_norm_scale = config["learnable_norm_scale"]
         super().__init__(config, dataset)
 
         width, n_extra_tokens = self._backbone_item_layout()
@@ -44,13 +39,8 @@ class TFLLMER(LLMItemEmbeddingMixin):
             f"Rec-PCA: {llm_table.size(1)} -> {k} dimensions, lambda={recpca_lambda}, "
             f"{counts.nnz // 2} co-occurring item pairs (training split)"
         )
-        if item_normalization:
-            self.item_embedding = NormalizedLLMItemEmbedding(
-                table, width, projector_hidden_size, n_extra_tokens, scale=norm_scale,
-                learnable_scale=learnable_norm_scale,
-            )
-        else:
-            self.item_embedding = LLMItemEmbedding(table, width, projector_hidden_size, n_extra_tokens)
+        # item_normalization / norm_scale / learnable_norm_scale: see `_use_llm_item_embedding`
+        self._use_llm_item_embedding(config, dataset, width, n_extra_tokens, table=table)
 
 
 class SASRecTFLLMER(TFLLMER, SASRec):
