@@ -108,6 +108,7 @@ def load_data_and_model(model_file):
     with trusted_checkpoint_load():
         checkpoint = torch.load(model_file, map_location="cpu", weights_only=False)
     config = checkpoint["config"]
+    config.compatibility_settings()  # numpy aliases RecBole sets when a Config is built, not when unpickled
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     dataset = create_dataset(config)

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -34,6 +37,12 @@ def test_checkpoint_save_reload_and_evaluate(tmp_path):
     # the reloaded trainer can also read the checkpoint itself (torch >= 2.6 weights_only default)
     again = trainer.evaluate(test_data, load_best_model=True, model_file=result["saved_model_file"])
     assert again["ndcg@10"] == pytest.approx(reloaded["ndcg@10"], abs=1e-6)
+    # a fresh process, where no Config has been built (RecBole sets numpy's old aliases in Config)
+    script = ("import sys; from recbole_genair.quick_start import load_data_and_model; "
+              "print(type(load_data_and_model(sys.argv[1])[1]).__name__)")
+    fresh = subprocess.run([sys.executable, "-c", script, result["saved_model_file"]], capture_output=True, text=True)
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    assert fresh.stdout.strip().splitlines()[-1] == "SASRecGenAIR"
 
 
 def test_speed_fixes_leave_no_anomaly_detection(tmp_path):
