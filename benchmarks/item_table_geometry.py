@@ -11,6 +11,7 @@ Run by hand; the numbers go in the README's reading of the results.
 """
 import argparse
 import logging
+import os
 
 import torch
 
@@ -40,16 +41,21 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoints", nargs="+", help="checkpoint files (.pth) written by run_recbole_genair")
     args = parser.parse_args()
+    newest = {}  # (folder, model, seed) -> checkpoint; a rerun after a killed run leaves two: keep the newer
+    for path in sorted(args.checkpoints, key=os.path.getmtime):
+        config = torch.load(path, map_location="cpu", weights_only=False)["config"]
+        folder = os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(path))))
+        newest[(folder, config["model"], config["seed"])] = path
     rows = []
-    for path in args.checkpoints:
+    for (folder, name, seed), path in newest.items():
         config, model, *_ = load_data_and_model(path)
         logging.getLogger().handlers.clear()  # the run's logger would echo every later line
-        rows.append((config["model"], config["seed"], geometry(model)))
-    print("| model | seed | item norm | offset / norm | entropy | entropy centred | position norm | position / item |")
-    print("|---|---|---|---|---|---|---|---|")
-    for model, seed, g in sorted(rows, key=lambda r: (r[0], r[1])):
+        rows.append((folder, name, seed, geometry(model)))
+    print("| folder | model | seed | item norm | offset / norm | entropy | entropy centred | position norm | position / item |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for folder, model, seed, g in sorted(rows, key=lambda r: r[:3]):
         pos = (f"{g['position_norm']:.3f} | {g['position_to_item']:.2f}" if "position_norm" in g else "n/a | n/a")
-        print(f"| {model} | {seed} | {g['item_norm']:.3f} | {g['offset_ratio']:.2f} | {g['entropy']:.2f} | "
+        print(f"| {folder} | {model} | {seed} | {g['item_norm']:.3f} | {g['offset_ratio']:.2f} | {g['entropy']:.2f} | "
               f"{g['entropy_centred']:.2f} | {pos} |")
 
 
