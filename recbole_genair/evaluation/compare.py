@@ -162,18 +162,18 @@ def summarise(runs, models, seeds, metrics=TABLE_METRICS, protocol=None, referen
         row = {"reference": reference}
         for metric in metrics:
             values = [result(model, s).get(metric, float("nan")) for s in seeds if (model, s) in runs]
-            ref = [result(reference, s).get(metric, float("nan")) for s in seeds if (reference, s) in runs]
             mean = float(np.mean(values)) if values else float("nan")
+            # Δ and the test use the seeds both rows have: a 1-seed row is held against that seed only.
+            paired = [s for s in seeds if (model, s) in runs and (reference, s) in runs]
+            mine = [result(model, s).get(metric, float("nan")) for s in paired]
+            ref = [result(reference, s).get(metric, float("nan")) for s in paired]
             ref_mean = float(np.mean(ref)) if ref else float("nan")
-            paired = [s for s in seeds if (model, s) in runs and (reference, s) in runs]  # same seeds only
             p, significant = (
-                paired_significance([result(model, s).get(metric, float("nan")) for s in paired],
-                                    [result(reference, s).get(metric, float("nan")) for s in paired])
-                if model != reference else (float("nan"), False)
+                paired_significance(mine, ref) if model != reference else (float("nan"), False)
             )
             row[metric] = {
                 "mean": mean, "std": float(np.std(values, ddof=1)) if len(values) > 1 else float("nan"), "values": values,
-                "rel_change": (mean / ref_mean - 1.0) if model != reference and ref_mean else float("nan"),
+                "rel_change": (float(np.mean(mine)) / ref_mean - 1.0) if model != reference and ref_mean else float("nan"),
                 "p_value": p, "significant": significant,
             }
         first = next((runs[(model, s)] for s in seeds if (model, s) in runs), {})
