@@ -129,7 +129,8 @@ def parse_args(argv):
     parser.add_argument("--config_files", default=None, help="YAML files, separated by spaces")
     parser.add_argument("--compare", action="store_true", help="compare --models over --seeds (see README)")
     parser.add_argument("--models", default="SASRec,SASRecGenAIR", help="comma-separated; the first is the reference")
-    parser.add_argument("--seeds", default="3", help="a count (seeds 2020, 2021, ...) or a comma-separated list")
+    parser.add_argument("--seeds", default="3",
+                        help="a count up to 100 (seeds 2020, 2021, ...) or a comma-separated list (one seed: 2022,)")
     parser.add_argument("--output", default=None, help="output folder of --compare / --tune (default results/...)")
     parser.add_argument("--extra_test_modes", default="",
                         help="--compare: also test the trained models under these protocols, e.g. uni100")

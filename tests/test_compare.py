@@ -9,7 +9,7 @@ from recbole.evaluator.collector import DataStruct
 
 from conftest import tiny_config
 from recbole_genair.config import Config
-from recbole_genair.evaluation.compare import (ablation_report, markdown_table, paired_significance, reference_for, run_comparison,
+from recbole_genair.evaluation.compare import (ablation_report, markdown_table, paired_significance, parse_seeds, reference_for, run_comparison,
                                                summarise)
 from recbole_genair.evaluation.entropy import matrix_entropy
 from recbole_genair.evaluation.group_metrics import GROUP_METRICS, TARGET_ITEMS, TRAIN_POPULARITY, item_groups
@@ -173,3 +173,13 @@ def test_ablation_report_puts_one_models_runs_from_several_folders_in_one_table(
     alpha0 = next(line for line in main if line.startswith("| alpha0"))
     assert "0.0568" in prefill and "(-48.3%*)" in prefill and "(+0.0%)" in alpha0
     assert "| full | 0.3300 ±" in tables["uni100"] and (tmp_path / "out" / "ablation_uni100.md").exists()
+
+
+def test_seeds_are_a_count_or_a_comma_list_and_a_seed_is_never_taken_for_a_count():
+    assert parse_seeds(3) == parse_seeds("3") == [2020, 2021, 2022]
+    assert parse_seeds("1,5,9") == [1, 5, 9]
+    assert parse_seeds("2022,") == [2022]
+    with pytest.raises(ValueError, match=r"--seeds=2022, runs seed 2022 alone"):
+        parse_seeds("2022")
+    with pytest.raises(ValueError, match="asks for 0 seeds"):
+        parse_seeds(0)

@@ -94,12 +94,21 @@ def reference_for(model, models):
     return models[0]
 
 
+MAX_SEED_COUNT = 100
+
+
 def parse_seeds(seeds):
-    """`3` -> the first three seeds from 2020; `1,5,9` -> those seeds."""
-    text = str(seeds)
+    """`3` -> the first three seeds from 2020; `1,5,9` -> those seeds; `2022,` -> seed 2022 alone."""
+    text = str(seeds).strip()
     if "," in text:
-        return [int(s) for s in text.split(",") if s]
-    return [2020 + i for i in range(int(text))]
+        return [int(s) for s in text.split(",") if s.strip()]
+    count = int(text)
+    if not 1 <= count <= MAX_SEED_COUNT:
+        raise ValueError(
+            f"--seeds={text} asks for {count} seeds (a single number is a count, from seed 2020); "
+            f"give 1 to {MAX_SEED_COUNT}, or list seeds with commas: --seeds={text}, runs seed {text} alone"
+        )
+    return [2020 + i for i in range(count)]
 
 
 def run_comparison(models, dataset, seeds, output, config_file_list=None, config_dict=None, cmd_args=None,
