@@ -173,6 +173,16 @@ def test_ablation_report_puts_one_models_runs_from_several_folders_in_one_table(
     alpha0 = next(line for line in main if line.startswith("| alpha0"))
     assert "0.0568" in prefill and "(-48.3%*)" in prefill and "(+0.0%)" in alpha0
     assert "| full | 0.3300 ±" in tables["uni100"] and (tmp_path / "out" / "ablation_uni100.md").exists()
+    # folder:Model takes another model's runs for a row, e.g. the backbone as the reference
+    backbone = {"model": "SASRec", "test": {"ndcg@10": 0.05}, "eval_mode": "full", "trainable_params": 9,
+                "flops_per_user": 1e6, "entropy_by_quintile": [1.0] * 5}
+    for seed in seeds:
+        (tmp_path / "full" / "runs" / f"SASRec-seed{seed}.json").write_text(json.dumps({**backbone, "seed": seed}))
+    tables = ablation_report({"SASRec": f"{tmp_path / 'full'}:SASRec", "full": tmp_path / "full"}, "SASRecGenAIR",
+                             seeds, tmp_path / "out2")
+    rows = tables["main"].splitlines()
+    assert any(r.startswith("| SASRec | 0.0500 ± 0.0000 |") and "| 9 |" in r for r in rows)
+    assert any(r.startswith("| full | 0.1100 ± 0.0100 (+120.0%*)") and "| 5 |" in r for r in rows)
 
 
 def test_seeds_are_a_count_or_a_comma_list_and_a_seed_is_never_taken_for_a_count():

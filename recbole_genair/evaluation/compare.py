@@ -237,13 +237,18 @@ def ablation_report(variants, model, seeds, output, extra_test_modes=()):
     """One table of `model`'s runs from several comparison folders (one per ablation setting).
 
     `variants`: {label: folder}; the first label is the reference (e.g. `full=results/compare-x`).
-    Rows are labels; Δ and the paired t-test are against the first. Writes `ablation.md` (and
-    `ablation_<mode>.md` per extra protocol) into `output`.
+    `folder:Model` takes another model's runs for that row, e.g. the backbone as the reference
+    (`GRU4Rec=results/compare-x:GRU4Rec`). Rows are labels; Δ and the paired t-test are against the
+    first. Writes `ablation.md` (and `ablation_<mode>.md` per extra protocol) into `output`.
     """
     labels = list(variants)
     runs = {}
-    for label, folder in variants.items():
-        for (_, seed), run in load_runs(folder, [model], seeds).items():
+    for label, spec in variants.items():
+        folder, row_model = str(spec), model
+        head, _, tail = folder.rpartition(":")
+        if head and tail.isidentifier():
+            folder, row_model = head, tail
+        for (_, seed), run in load_runs(folder, [row_model], seeds).items():
             runs[(label, seed)] = run
     missing = [f"{label} seed {s}" for label in labels for s in seeds if (label, s) not in runs]
     if missing:
