@@ -170,11 +170,12 @@ def summarise(runs, models, seeds, metrics=TABLE_METRICS, protocol=None, referen
         reference = fixed_reference or reference_for(model, models)
         row = {"reference": reference}
         for metric in metrics:
-            values = [result(model, s).get(metric, float("nan")) for s in seeds if (model, s) in runs]
+            by_seed = {s: result(model, s).get(metric, float("nan")) for s in seeds if (model, s) in runs}
+            values = list(by_seed.values())
             mean = float(np.mean(values)) if values else float("nan")
             # Δ and the test use the seeds both rows have: a 1-seed row is held against that seed only.
-            paired = [s for s in seeds if (model, s) in runs and (reference, s) in runs]
-            mine = [result(model, s).get(metric, float("nan")) for s in paired]
+            paired = [s for s in by_seed if (reference, s) in runs]
+            mine = [by_seed[s] for s in paired]
             ref = [result(reference, s).get(metric, float("nan")) for s in paired]
             ref_mean = float(np.mean(ref)) if ref else float("nan")
             p, significant = (
