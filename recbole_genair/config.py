@@ -2,16 +2,22 @@
 from pathlib import Path
 
 import recbole
+import yaml
 from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
 
 import recbole_genair.evaluation  # noqa: F401  (registers the group metrics before any Config is built)
+from recbole_genair.config_keys import check_config_keys
 from recbole_genair.utils import get_model
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 PROPS_DIR = PACKAGE_ROOT / "props"
 DATASET_DIR = PACKAGE_ROOT / "dataset"
 RECBOLE_PROPS_DIR = Path(recbole.__file__).resolve().parent / "properties"
+
+
+class ConfigFileError(ValueError):
+    """A YAML settings file that cannot be read."""
 
 
 class Config(RecBoleConfig):
@@ -24,17 +30,46 @@ class Config(RecBoleConfig):
       library call or a test never picks up foreign arguments.
     - Without an explicit `data_path`, `./dataset/<name>` is used if it exists, then our repository's
       `dataset/<name>` (RecBole would force its own copy of ml-100k).
+      An explicit `data_path` may also name the dataset folder itself (as the archetype preprocessor's).
+    - Keys that no code reads (typos such as `--alpah`) are refused with the closest known key, for
+      RecBole's models and ours; a model class from elsewhere may read keys of its own, so its runs
+      are not checked. An invalid YAML file is reported with its name and line.
     Models that read LLM item vectors get the `.itememb` loading settings added (see
     `recbole_genair.data.itememb`).
     """
 
     def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None):
         self._cmd_args = list(cmd_args or [])
+        self._file_keys = {}
         super().__init__(model, dataset, config_file_list, config_dict)
+        if self.model_class.__module__.split(".")[0] in ("recbole", "recbole_genair"):
+            sources = {f"in {file}": keys for file, keys in self._file_keys.items()}
+            sources["config_dict"] = self.variable_config_dict
+            sources["command line"] = self.cmd_config_dict
+            check_config_keys(sources)
         if getattr(self.model_class, "uses_llm_item_embedding", False):
             from recbole_genair.data.itememb import add_itememb_settings
 
             add_itememb_settings(self.final_config_dict)
+
+    def _load_config_files(self, file_list):
+        settings = {}
+        for file in file_list or []:
+            with open(file, "r", encoding="utf-8") as f:
+                try:
+                    values = yaml.load(f.read(), Loader=self.yaml_loader)
+                except yaml.YAMLError as err:
+                    mark = getattr(err, "problem_mark", None)
+                    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+                    problem = getattr(err, "problem", None) or str(err)
+                    raise ConfigFileError(f"{file} is not valid YAML{where}: {problem}. Fix the file and rerun.") from None
+            if values is None:
+                values = {}
+            if not isinstance(values, dict):
+                raise ConfigFileError(f"{file} holds a {type(values).__name__}, not settings: write one 'key: value' per line.")
+            self._file_keys[file] = list(values)
+            settings.update(values)
+        return settings
 
     def _load_cmd_line(self):
         cmd_config_dict = {}
@@ -87,3 +122,24 @@ class Config(RecBoleConfig):
                 if (root / self.dataset).is_dir():
                     self.final_config_dict["data_path"] = str(root / self.dataset)
                     break
+        else:
+            given = Path(self.external_config_dict["data_path"])
+            joined = Path(self.final_config_dict["data_path"])
+            if not joined.is_dir() and (given / f"{self.dataset}.inter").is_file():
+                self.final_config_dict["data_path"] = str(given)  # data_path named the dataset folder itself
+        self._check_valid_metric()
+
+    def _check_valid_metric(self):
+        """`valid_metric` must be computed: its metric in `metrics` and its cut-off in `topk`."""
+        final = self.final_config_dict
+        valid = str(final.get("valid_metric") or "")
+        name, _, k = valid.partition("@")
+        metrics = final.get("metrics") or []
+        metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+        topk = final.get("topk") or []
+        topk = [topk] if isinstance(topk, int) else list(topk)
+        if name.lower() not in [m.lower() for m in metrics]:
+            raise ValueError(f"valid_metric={valid} is not computed: metrics={metrics} has no {name}; add it "
+                             f"to metrics or choose another valid_metric (default NDCG@10).")
+        if k and (not k.isdigit() or int(k) not in topk):
+            raise ValueError(f"valid_metric={valid} is not computed: topk={topk} has no {k}; add it to topk.")

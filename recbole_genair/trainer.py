@@ -3,14 +3,18 @@
 - Loss hook: auxiliary losses computed by the trainer and added to the model's ranking loss; GenAIR's
   behavioural calibration (eqs. 9-14) is one, weighted by `alpha` and logged on its own line.
 - Epoch hook: models with `set_epoch(epoch)` are told the epoch before it starts (curricula).
-- Checkpoints RecBole writes can be read back on torch >= 2.6 (best model, resume).
+- Checkpoints get names no other run can share, and RecBole's can be read back on torch >= 2.6.
 - Evaluation hook: each user's target item and the training popularity are collected for the
   head/tail/cold group metrics of `recbole_genair.evaluation.group_metrics`.
 With no hook active it trains exactly like RecBole's `Trainer`.
 """
+import os
+import socket
+import uuid
+
 import torch
 from recbole.trainer import Trainer
-from recbole.utils import set_color
+from recbole.utils import get_local_time, set_color
 
 from recbole_genair.data.cooccurrence import cooccurrence_matrix
 from recbole_genair.data.popularity import item_popularity
@@ -20,8 +24,22 @@ from recbole_genair.model.losses import BehaviouralCalibrationLoss
 from recbole_genair.runtime import trusted_checkpoint_load
 
 
+def unique_checkpoint_name(config):
+    """`<model>-seed<seed>-<time>-<host>-<pid>-<random>.pth`: unique across processes and hosts.
+
+    RecBole names checkpoints `<model>-<time to the second>.pth`, so two runs started in the same second
+    with one `checkpoint_dir` write one file and test each other's weights.
+    """
+    host = "".join(c for c in socket.gethostname().split(".")[0] if c.isalnum() or c == "-")[:24] or "host"
+    return f"{config['model']}-seed{config['seed']}-{get_local_time()}-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}.pth"
+
+
 class CheckpointLoadMixin:
-    """Read back RecBole checkpoints (they pickle the config) on torch >= 2.6."""
+    """Unique checkpoint names; RecBole checkpoints (they pickle the config) read back on torch >= 2.6."""
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.saved_model_file = os.path.join(self.checkpoint_dir, unique_checkpoint_name(config))
 
     def resume_checkpoint(self, resume_file):
         with trusted_checkpoint_load():

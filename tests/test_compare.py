@@ -22,7 +22,7 @@ def test_item_groups_head_tail_cold():
 
 
 def test_group_metrics_match_direct_computation(tmp_path):
-    config = Config("SASRec", config_dict=tiny_config(tmp_path, metrics=list(GROUP_METRICS), topk=[2]))
+    config = Config("SASRec", config_dict=tiny_config(tmp_path, metrics=list(GROUP_METRICS), topk=[2], valid_metric="HeadNDCG@2"))
     popularity = np.array([0, 50, 40, 3, 2, 1, 0, 0, 9, 8, 7])
     targets = torch.tensor([1, 3, 6, 2, 5, 7])  # head, tail, cold, head, tail, cold
     hit_rank = [1, 2, 0, 0, 1, 2]  # 1-based rank of the target in the top-2, 0 = missed

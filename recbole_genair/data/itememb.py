@@ -8,14 +8,21 @@ loaded through RecBole's `additional_feat_suffix` + `alias_of_item_id` + `preloa
 itself accepts broken files silently (missing items become zero rows, foreign ids enlarge the item
 vocabulary), so every problem is detected here and reported with the file, the count and examples.
 """
+import hashlib
 import json
+import logging
 import os
 
 import numpy as np
 import torch
 
+logger = logging.getLogger("recbole_genair.itememb")
 DEFAULTS = {"itememb_suffix": "itememb", "itememb_id_field": "iid", "itememb_vector_field": "item_emb"}
 _EXAMPLES = 5
+# RecBole settings that remove items before training (the archetype preprocessor reads them too),
+# with the values that remove nothing.
+NO_FILTER = {"user_inter_num_interval": "[0,inf)", "item_inter_num_interval": "[0,inf)", "val_interval": None,
+             "rm_dup_inter": None}
 
 
 class ItemEmbeddingError(ValueError):
@@ -52,6 +59,17 @@ def add_itememb_settings(config_dict):
         config_dict["normalize_all"] = False
     if config_dict.get("normalize_field"):
         config_dict["normalize_field"] = [f for f in config_dict["normalize_field"] if f != vector_field]
+
+
+def drop_itememb_settings(config_dict):
+    """Undo `add_itememb_settings`: build the dataset without reading `.itememb` (vectors come from a checkpoint)."""
+    suffix = _setting(config_dict, "itememb_suffix")
+    id_field = _setting(config_dict, "itememb_id_field")
+    config_dict["additional_feat_suffix"] = [s for s in config_dict.get("additional_feat_suffix") or [] if s != suffix]
+    if config_dict.get("load_col") is not None:
+        config_dict["load_col"] = {k: v for k, v in config_dict["load_col"].items() if k != suffix}
+    config_dict["alias_of_item_id"] = [a for a in config_dict.get("alias_of_item_id") or [] if a != id_field]
+    config_dict["preload_weight"] = {k: v for k, v in (config_dict.get("preload_weight") or {}).items() if k != id_field}
 
 
 class _Shown(str):
@@ -106,8 +124,8 @@ def check_itememb_file(config):
                 problems["duplicate id"].append(label)
             seen.add(token)
             ids.append(token)
-            try:
-                vector = np.array(vector_text.split(seq_sep), dtype=np.float64)
+            try:  # empty pieces (a trailing or doubled separator) are dropped, as RecBole's reader does
+                vector = np.array([v for v in vector_text.split(seq_sep) if v], dtype=np.float64)
             except ValueError:
                 problems["not a number"].append(label)
                 continue
@@ -143,6 +161,13 @@ def check_itememb_alignment(dataset, config, file_ids):
     interacted = _interacted_items(dataset)
     extra = sorted(file_internal - interacted)
     if extra:
+        filters = {k: config[k] for k, off in NO_FILTER.items() if k in config and config[k] not in (None, off)}
+        if filters:
+            raise ItemEmbeddingError(
+                f"{path}: {len(extra)} of its items are removed by RecBole's filtering ({filters}), e.g. "
+                f"{_examples(dataset.id2token(dataset.iid_field, extra))}. Give the archetype preprocessor the same "
+                f"settings (e.g. --{next(iter(filters))}=...) so that it writes vectors for the items that remain."
+            )
         raise ItemEmbeddingError(
             f"{path}: {len(extra)} item ids do not occur in the interactions of {config['dataset']} "
             f"(after RecBole's filtering), e.g. {_examples(dataset.id2token(dataset.iid_field, extra))}. "
@@ -159,7 +184,14 @@ def check_itememb_alignment(dataset, config, file_ids):
 
 
 def load_llm_item_table(dataset, config):
-    """The frozen LLM item table, `n_items x d` float32 in internal id order, row 0 = padding (zeros)."""
+    """The frozen LLM item table, `n_items x d` float32 in internal id order, row 0 = padding (zeros).
+
+    A dataset rebuilt from a checkpoint without its `.itememb` carries the checkpoint's table instead
+    (`stored_llm_item_table`, set by `create_dataset`).
+    """
+    stored = getattr(dataset, "stored_llm_item_table", None)
+    if stored is not None:
+        return torch.as_tensor(stored).float()
     id_field = _setting(config, "itememb_id_field")
     path = itememb_path(config)
     try:
@@ -181,7 +213,30 @@ def load_llm_item_table(dataset, config):
             f"{path}: {zero.size} items have no vector (they would train on zeros), e.g. raw ids "
             f"{_examples(dataset.id2token(dataset.iid_field, zero))}. Rerun the archetype preprocessor."
         )
+    report_identical_vectors(matrix, dataset, path)
     return select_views(torch.from_numpy(matrix).float(), config)
+
+
+def report_identical_vectors(matrix, dataset, path):
+    """Warn, naming the items, when items share one vector: without an item-ID table they tie in every ranking."""
+    _, first, inverse, counts = np.unique(matrix[1:], axis=0, return_index=True, return_inverse=True,
+                                          return_counts=True)
+    inverse = inverse.reshape(-1)
+    shared = np.flatnonzero(counts[inverse] > 1)
+    if not shared.size:
+        return []
+    groups = {}
+    for row in shared:
+        groups.setdefault(int(inverse[row]), []).append(int(row) + 1)
+    shown = [_Shown(" = ".join(repr(t) for t in dataset.id2token(dataset.iid_field, ids)))
+             for ids in groups.values()]
+    logger.warning(
+        f"{path}: {shared.size} items share their vector with another item ({len(groups)} groups, e.g. "
+        f"{_examples(shown)}). Models without an item-ID table (GenAIR, TF-LLMER) cannot tell them apart and rank "
+        f"them tied. Regenerate the vectors with distinct prompts (the archetype preprocessor's "
+        f"distinguish_duplicates) unless these items are really the same."
+    )
+    return list(groups.values())
 
 
 def select_views(table, config):
@@ -198,9 +253,7 @@ def select_views(table, config):
     widths = config["llm_view_widths"]
     meta_path = itememb_path(config) + ".json"
     if widths is None and os.path.isfile(meta_path):
-        with open(meta_path, encoding="utf-8") as f:
-            meta = json.load(f)
-        widths = [meta["views"]["prefill"], meta["views"]["decoding"]]
+        widths = _view_widths_from_meta(meta_path, itememb_path(config))
     if widths is None:
         raise ItemEmbeddingError(
             f"llm_views={views} needs the width of each view: {meta_path} (written by the archetype "
@@ -212,3 +265,31 @@ def select_views(table, config):
             f"regenerate {meta_path} or fix llm_view_widths."
         )
     return table[:, : widths[0]] if views == "prefill" else table[:, widths[0]:]
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _view_widths_from_meta(meta_path, path):
+    """[prefill, decoding] from the preprocessor's `.itememb.json`, if it describes this very file.
+
+    The json records the SHA-256 of the `.itememb` it was written with: a json left from another run
+    (whose widths may still add up to the file's width) would select the wrong columns.
+    """
+    with open(meta_path, encoding="utf-8") as f:
+        meta = json.load(f)
+    recorded = meta.get("itememb_sha256")
+    fix = (f"regenerate both with the archetype preprocessor (--pca_only=True redoes them from its stored "
+           f"vectors), or give the widths as llm_view_widths: [prefill, decoding]")
+    if recorded is None:
+        raise ItemEmbeddingError(f"{meta_path} has no checksum of the file it describes, so its view widths may "
+                                 f"belong to another {os.path.basename(path)}; {fix}.")
+    if recorded != file_sha256(path):
+        raise ItemEmbeddingError(f"{meta_path} describes another version of {path} (its SHA-256 differs): the "
+                                 f"view widths would select the wrong columns; {fix}.")
+    return [meta["views"]["prefill"], meta["views"]["decoding"]]

@@ -14,6 +14,13 @@ class LLMItemEmbeddingMixin:
     """
 
     uses_llm_item_embedding = True
+    # The LLM table goes into checkpoints, so a trained model loads without its `.itememb` file.
+    other_parameter_name = ("llm_item_vectors",)
+
+    def _llm_item_table(self, config, dataset):
+        """The LLM item table (`.itememb`, or the checkpoint's when reloaded), kept for checkpoints."""
+        self.llm_item_vectors = load_llm_item_table(dataset, config)
+        return self.llm_item_vectors
 
     def _backbone_item_layout(self):
         """(item width, number of extra rows after the items) of the backbone's `nn.Embedding`."""
@@ -25,7 +32,7 @@ class LLMItemEmbeddingMixin:
         `item_normalization: True` L2-normalises the projected rows to `norm_scale` (TF-LLMER's
         item-embedding normalisation; for GenAIR an extension, off by default as in the paper).
         """
-        table = load_llm_item_table(dataset, config) if table is None else table
+        table = self._llm_item_table(config, dataset) if table is None else table
         if config["item_normalization"]:
             self.item_embedding = NormalizedLLMItemEmbedding(
                 table, embedding_size, config["projector_hidden_size"], n_extra_tokens,

@@ -19,7 +19,6 @@ import torch
 from recbole.model.sequential_recommender import BERT4Rec, GRU4Rec, SASRec
 from torch import nn
 
-from recbole_genair.data.itememb import load_llm_item_table
 from recbole_genair.data.popularity import head_items, item_popularity
 from recbole_genair.model.backbone import LLMItemEmbeddingMixin
 from recbole_genair.model.layers import ItemTable
@@ -94,7 +93,7 @@ class FAERec(LLMItemEmbeddingMixin):
         self.epoch = 0
 
         width, n_extra_tokens = self._backbone_item_layout()
-        llm_table = load_llm_item_table(dataset, config)
+        llm_table = self._llm_item_table(config, dataset)
         id_init = pca_init_table(llm_table, width, init_scale, self.item_embedding.weight[: self.n_items].detach())
         self.item_embedding = GatedFusionEmbedding(llm_table, id_init, mapper_dropout, gate_dropout, n_extra_tokens)
         head = head_items(item_popularity(dataset), head_ratio)  # training-split popularity

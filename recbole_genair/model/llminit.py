@@ -7,7 +7,6 @@ the PCA table to the standard deviation of the random table it replaces; `raw` k
 import torch
 from recbole.model.sequential_recommender import BERT4Rec, GRU4Rec, SASRec
 
-from recbole_genair.data.itememb import load_llm_item_table
 from recbole_genair.model.backbone import LLMItemEmbeddingMixin
 from recbole_genair.model.projection import check_init_scale, pca_init_table
 
@@ -19,7 +18,7 @@ class LLMInit(LLMItemEmbeddingMixin):
         whiten, scale = config["pca_whiten"], check_init_scale(config)
         super().__init__(config, dataset)
         width, _ = self._backbone_item_layout()
-        table = pca_init_table(load_llm_item_table(dataset, config), width, scale,
+        table = pca_init_table(self._llm_item_table(config, dataset), width, scale,
                                self.item_embedding.weight[: self.n_items].detach(), whiten=bool(whiten))
         with torch.no_grad():
             self.item_embedding.weight[: self.n_items] = table

@@ -15,7 +15,6 @@ from logging import getLogger
 from recbole.model.sequential_recommender import BERT4Rec, GRU4Rec, SASRec
 
 from recbole_genair.data.cooccurrence import cooccurrence_matrix
-from recbole_genair.data.itememb import load_llm_item_table
 from recbole_genair.model.backbone import LLMItemEmbeddingMixin
 from recbole_genair.model.projection import normalized_laplacian, pca_item_table
 
@@ -30,7 +29,7 @@ class TFLLMER(LLMItemEmbeddingMixin):
         super().__init__(config, dataset)
 
         width, n_extra_tokens = self._backbone_item_layout()
-        llm_table = load_llm_item_table(dataset, config)
+        llm_table = self._llm_item_table(config, dataset)
         # Graph over the real items (row and column 0 are padding), from the training split only.
         counts = cooccurrence_matrix(dataset, window=window)[1:, 1:]
         k = recpca_dim or width

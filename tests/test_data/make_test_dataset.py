@@ -1,4 +1,5 @@
 """Regenerate the tiny RecBole-format test dataset `genair-test` (deterministic)."""
+import hashlib
 import json
 from pathlib import Path
 
@@ -38,10 +39,12 @@ def main():
         f.write("iid:token\titem_emb:float_seq\n")
         for i in order:
             f.write(f"{used[i]}\t" + " ".join(f"{v:.6f}" for v in vectors[i]) + "\n")
-    # view widths, as the archetype preprocessor writes them (first half prefill, second half decoding)
-    (OUT / "genair-test.itememb.json").write_text(
-        json.dumps({"views": {"prefill": DIM // 2, "decoding": DIM // 2}, "order": ["prefill", "decoding"]}) + "\n"
-    )
+    # view widths, as the archetype preprocessor writes them (first half prefill, second half decoding),
+    # with the checksum of the file they describe
+    meta = {"views": {"prefill": DIM // 2, "decoding": DIM // 2}, "order": ["prefill", "decoding"],
+            "itememb_sha256": hashlib.sha256((OUT / "genair-test.itememb").read_bytes()).hexdigest(),
+            "rows": len(used), "columns": DIM}
+    (OUT / "genair-test.itememb.json").write_text(json.dumps(meta, indent=1) + "\n")
 
 
 if __name__ == "__main__":
