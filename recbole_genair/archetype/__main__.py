@@ -14,7 +14,9 @@ from recbole_genair.archetype.settings import load_settings
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    # no abbreviations: --data=x must not quietly become --dataset=x; unknown keys go to load_settings
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--dataset", "-d", required=True)
     parser.add_argument("--config_files", default=None, help="YAML files separated by spaces")
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)

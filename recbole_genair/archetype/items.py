@@ -1,4 +1,5 @@
 """Items and prompts: read RecBole's `.inter`/`.item` files and fill the paper's prompt (Table 1)."""
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,12 @@ def _header_names(header_line, path):
     if not names or not all(names):
         raise ItemFileError(f"{path}: the header {header_line.strip()!r} is not a RecBole atomic header (name:type<TAB>...)")
     return names
+
+
+def inter_header(inter_path):
+    """Field names in the header of an `.inter` file."""
+    with open(inter_path, "rb") as f:
+        return _header_names(f.readline().decode("utf-8", "replace"), inter_path)
 
 
 def interacted_item_ids(inter_path, item_id_field):
@@ -107,6 +114,9 @@ def preset_field_map(header):
 def resolve_field_map(settings, table):
     """The {clause label: field} map: from the settings, else a preset recognised from the header."""
     field_map = settings.get("prompt_fields")
+    if field_map is not None and not isinstance(field_map, dict):
+        raise ItemFileError(f"prompt_fields={field_map!r} is not a mapping; write it as {{name: <title field>, "
+                            f"description: <text field>}} (on the command line: --prompt_fields='{{name: title}}').")
     if field_map is None:
         _, field_map = preset_field_map(table.header)
     if field_map is None:
@@ -120,8 +130,8 @@ def resolve_field_map(settings, table):
     return dict(field_map)
 
 
-def build_prompt(values, field_map, settings):
-    """Paper Table 1: intro, one clause per non-empty field (cut to max_field_chars), question."""
+def prompt_clauses(values, field_map, settings):
+    """One clause per non-empty field (cut to max_field_chars), in the order of `field_map` (paper Table 1)."""
     limit = settings["max_field_chars"]
     clauses = []
     for label, name in field_map.items():
@@ -132,4 +142,58 @@ def build_prompt(values, field_map, settings):
             value = value[:limit].rstrip()
         template = settings["prompt_name_clause"] if label == "name" else settings["prompt_clause"]
         clauses.append(template.format(label=label, value=value))
-    return " ".join([settings["prompt_intro"], *clauses, settings["prompt_question"]]), len(clauses)
+    return clauses
+
+
+def join_prompt(clauses, settings):
+    return " ".join([settings["prompt_intro"], *clauses, settings["prompt_question"]])
+
+
+def build_prompt(values, field_map, settings):
+    """Paper Table 1: intro, one clause per non-empty field (cut to max_field_chars), question."""
+    clauses = prompt_clauses(values, field_map, settings)
+    return join_prompt(clauses, settings), len(clauses)
+
+
+def identical_groups(texts):
+    """Groups of two or more ids whose texts are equal, from {id: text}, in the order of `texts`."""
+    groups = {}
+    for item, text in texts.items():
+        groups.setdefault(text, []).append(item)
+    return [group for group in groups.values() if len(group) > 1]
+
+
+def distinguishing_field(settings, table):
+    """The `.item` field whose value tells look-alike items apart; `item_id` = the raw id; None = keep them."""
+    choice = settings.get("distinguish_duplicates")
+    if choice is None or choice == "item_id":
+        return choice
+    if not isinstance(choice, str) or choice not in table.header:
+        raise ItemFileError(
+            f"distinguish_duplicates={choice!r}: {table.path} has no such field; its fields are {table.header}. "
+            f"Use item_id, one of these fields, or ~ to keep identical prompts."
+        )
+    return choice
+
+
+def distinguish(groups, clauses, table, field_map, settings, choice):
+    """Prompts for the items of `groups` with one more clause each: the `choice` field, else the item id.
+
+    Only these items change, so the prompts (and finished work) of every other item stay as they are.
+    """
+    label = next((lab for lab, name in field_map.items() if name == choice), choice)
+    prompts = {}
+    for group in groups:
+        by_field = {}
+        if choice != "item_id":
+            for item in group:
+                extra = prompt_clauses(table.fields.get(item, {}), {label: choice}, settings)
+                by_field[item] = join_prompt(clauses[item] + extra, settings) if extra else None
+        still_alike = Counter(by_field.values())
+        for item in group:
+            if by_field.get(item) is not None and still_alike[by_field[item]] == 1:
+                prompts[item] = by_field[item]
+            else:  # the field is empty or shared inside the group: the id tells them apart
+                extra = settings["prompt_clause"].format(label="id", value=item)
+                prompts[item] = join_prompt(clauses[item] + [extra], settings)
+    return prompts

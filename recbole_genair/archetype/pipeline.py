@@ -1,7 +1,9 @@
 """The archetype pipeline: prompts -> archetype texts -> pooled vectors -> PCA -> `.itememb`."""
+import hashlib
 import json
 import logging
-import shutil
+import os
+import re
 import time
 from pathlib import Path
 
@@ -11,7 +13,11 @@ from tqdm import tqdm
 from recbole_genair.archetype.backends import (
     OpenAICompatibleGenerator, TransformersGenerator, archetype_token_ids, load_llm, prompt_token_ids,
 )
-from recbole_genair.archetype.items import build_prompt, read_items, resolve_field_map
+from recbole_genair.archetype.filters import filtered_item_ids
+from recbole_genair.archetype.items import (
+    distinguish, distinguishing_field, identical_groups, join_prompt, prompt_clauses, read_items, resolve_field_map,
+)
+from recbole_genair.archetype.lock import HeldLocks
 from recbole_genair.archetype.pca import fit_pca, transform
 from recbole_genair.archetype.pooling import pooled_views
 from recbole_genair.archetype.settings import SettingsError, signature
@@ -19,10 +25,17 @@ from recbole_genair.archetype.store import TextLog, VectorStore, atomic_write
 
 logger = logging.getLogger("recbole_genair.archetype")
 _EXAMPLES = 5
+_SHARD = re.compile(r"shard-\d+-of-\d+")
 
 
 def _examples(ids):
     return ", ".join(repr(i) for i in ids[:_EXAMPLES]) + (", ..." if len(ids) > _EXAMPLES else "")
+
+
+def _groups(groups):
+    """The first groups of ids, as "['3', '5']; ['7', '9', '11']"."""
+    shown = "; ".join(f"[{_examples(group)}]" for group in groups[:3])
+    return shown + ("; ..." if len(groups) > 3 else "")
 
 
 def _parse_shard(shard):
@@ -35,30 +48,74 @@ def _parse_shard(shard):
     return index, count
 
 
-class WorkFolder:
-    """One folder of work files (the whole catalogue, or one shard) made with one set of settings."""
+def shard_folders(root):
+    """Shard folders of a work folder, with those whose run has only taken its lock so far."""
+    root = Path(root)
+    names = set()
+    for entry in root.iterdir() if root.is_dir() else []:
+        name = entry.name[: -len(".lock")] if entry.name.endswith(".lock") else entry.name
+        if _SHARD.fullmatch(name) and (entry.is_dir() or name != entry.name):
+            names.add(name)
+    return [root / name for name in sorted(names)]
 
-    def __init__(self, path, settings):
+
+class WorkFolder:
+    """One folder of work files (the whole catalogue, or one shard) made with one set of settings.
+
+    The run holds the folder's lock while it uses it. Work that cannot be kept (other settings or
+    prompts) is refused, or with overwrite=True moved aside by `start_over()`, never deleted.
+    """
+
+    def __init__(self, path, settings, locks):
         self.path = Path(path)
+        locks.hold(self.path)
         self.digest, self.values = signature(settings)
         self.meta_path = self.path / "meta.json"
         self.meta = json.loads(self.meta_path.read_text()) if self.meta_path.exists() else None
+        self.replacing = None  # why the old work is to be moved aside
         if self.meta and self.meta["signature"] != self.digest:
             changed = sorted(k for k in self.values if self.meta["settings"].get(k) != self.values[k])
+            mode = next((m for m in ("merge", "pca_only") if settings.get(m)), None)
+            if mode:
+                raise SettingsError(
+                    f"{self.path} holds archetypes made with other settings (changed: {changed}); --{mode} uses the "
+                    f"stored work as it is and never moves or deletes it. Rerun --{mode}=True with the stored "
+                    f"settings (in {self.meta_path}), or without --{mode} and with --overwrite=True to start over."
+                )
             if not settings["overwrite"]:
                 raise SettingsError(
                     f"{self.path} holds archetypes made with other settings (changed: {changed}); they are not "
                     f"mixed with new ones. Rerun with --overwrite=True to start over, or set another work_dir."
                 )
-            logger.warning(f"overwrite=True: removing {self.path} (made with other settings: {changed})")
-            shutil.rmtree(self.path)
-            self.meta = None
+            self.replacing, self.meta = f"made with other settings: {changed}", None
         self.path.mkdir(parents=True, exist_ok=True)
+        self.texts = TextLog(self.path / "texts.jsonl", load=self.replacing is None)
+
+    def replace_later(self, reason):
+        """Treat the folder as empty; `start_over()` moves the old work aside once the new run can start."""
+        self.replacing, self.meta = reason, None
+        self.texts = TextLog(self.path / "texts.jsonl", load=False)
+
+    def start_over(self, locks):
+        if self.replacing is None:
+            return
+        for shard in shard_folders(self.path):  # they move with it: no other run may be writing there
+            locks.hold(shard)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target, n = self.path.with_name(f"{self.path.name}.replaced-{stamp}"), 1
+        while target.exists():
+            n += 1
+            target = self.path.with_name(f"{self.path.name}.replaced-{stamp}-{n}")
+        os.rename(self.path, target)
+        logger.warning(f"overwrite=True: moved the old work in {self.path} ({self.replacing}) to {target}; "
+                       f"delete it once the new outputs are fine.")
+        self.path.mkdir()
+        self.replacing = None
         self.texts = TextLog(self.path / "texts.jsonl")
 
     def vectors(self, hidden_size=None):
         if self.meta is None or self.meta.get("hidden_size") is None:
-            if hidden_size is None:
+            if hidden_size is None or self.replacing is not None:
                 return None
             self.meta = {"signature": self.digest, "settings": self.values, "hidden_size": hidden_size}
             with atomic_write(self.meta_path) as f:
@@ -67,17 +124,24 @@ class WorkFolder:
 
 
 def make_prompts(settings):
+    """(item table, {id: prompt}, report): paper Table 1, look-alike items told apart (distinguish_duplicates)."""
     table = read_items(settings["data_path"], settings["dataset"], settings["item_id_field"])
     field_map = resolve_field_map(settings, table)
-    prompts, empty, no_name = {}, [], []
+    choice = distinguishing_field(settings, table)
+    clauses, prompts, empty, no_name = {}, {}, [], []
     name_field = field_map.get("name")
     for item in table.ids:
         values = table.fields.get(item, {})
-        prompts[item], n_clauses = build_prompt(values, field_map, settings)
-        if n_clauses == 0:
+        clauses[item] = prompt_clauses(values, field_map, settings)
+        prompts[item] = join_prompt(clauses[item], settings)
+        if not clauses[item]:
             empty.append(item)
         elif name_field and not str(values.get(name_field, "")).strip():
             no_name.append(item)
+    duplicates = identical_groups(prompts)
+    if duplicates and choice is not None:
+        prompts.update(distinguish(duplicates, clauses, table, field_map, settings, choice))
+    identical = identical_groups(prompts)
     if table.missing_metadata:
         logger.warning(f"{len(table.missing_metadata)} items of {settings['dataset']}.inter have no row in {table.path} "
                        f"(e.g. {_examples(table.missing_metadata)}); they get a prompt without attributes.")
@@ -87,61 +151,97 @@ def make_prompts(settings):
     if no_name:
         logger.warning(f"{len(no_name)} items have an empty {name_field!r} (e.g. {_examples(no_name)}); "
                        f"their prompt uses their other fields.")
+    _report_look_alikes(duplicates, identical, choice)
     if table.bad_encoding:
         lines = ", ".join(f"line {n} (item {i!r})" for n, i in table.bad_encoding[:_EXAMPLES])
         logger.warning(f"{len(table.bad_encoding)} lines of {table.path} are not valid UTF-8 ({lines}); "
                        f"undecodable bytes were replaced by U+FFFD. Re-encode the file as UTF-8 to keep them.")
-    return table, prompts, field_map, empty, no_name
+    report = {"field_map": field_map, "empty_metadata": empty, "empty_name": no_name,
+              "duplicate_prompts": duplicates if choice is not None else [], "identical_prompts": identical}
+    return table, prompts, report
+
+
+def _report_look_alikes(duplicates, identical, choice):
+    if duplicates and choice is not None:
+        told = "item id" if choice == "item_id" else f"{choice!r} value (the id where it does not tell them apart)"
+        logger.warning(f"{sum(map(len, duplicates))} items share their prompt with other items ({len(duplicates)} "
+                       f"groups: {_groups(duplicates)}); each of them gets a clause with its {told} "
+                       f"(distinguish_duplicates: {choice}), so that no two share a vector.")
+    if identical:
+        fix = "Set distinguish_duplicates: item_id (or a field of the .item file) to tell them apart."
+        if choice is not None:
+            fix = "The added clause made them equal to other prompts: choose another distinguish_duplicates."
+        logger.warning(f"{sum(map(len, identical))} items keep the same prompt as other items ({len(identical)} "
+                       f"groups: {_groups(identical)}), so they get identical vectors, tied in every ranking of a "
+                       f"model without an item ID table. {fix}")
 
 
 def run_archetype(settings):
-    """Run (or resume) the pipeline for `settings['dataset']`; return the summary dict."""
+    """Run (or resume) the pipeline for `settings['dataset']`; return the summary dict.
+
+    The run holds the lock of every work folder it uses, so a second run on them is refused.
+    """
     start = time.time()
-    table, prompts, field_map, empty_metadata, no_name = make_prompts(settings)
-    ids = table.ids
+    table, prompts, report = make_prompts(settings)
+    ids = filtered_item_ids(settings, table.ids)
     work_root = Path(settings["work_dir"])
     summary = {
-        "dataset": settings["dataset"], "items": len(ids), "field_map": field_map,
-        "empty_metadata": len(empty_metadata), "empty_name": len(no_name),
+        "dataset": settings["dataset"], "items": len(ids), "filtered_out": len(table.ids) - len(ids),
+        "field_map": report["field_map"], "empty_metadata": len(report["empty_metadata"]),
+        "empty_name": len(report["empty_name"]), "distinguish_duplicates": settings.get("distinguish_duplicates"),
+        "duplicate_prompts": report["duplicate_prompts"], "identical_prompts": report["identical_prompts"],
         "generated": 0, "prompt_tokens": 0, "archetype_tokens": 0, "empty_archetypes": [],
     }
-    if not settings.get("merge") and not settings.get("pca_only"):
-        if settings.get("shard"):
-            index, count = _parse_shard(settings["shard"])
-            ids = ids[index::count]
-            folder = WorkFolder(work_root / f"shard-{index}-of-{count}", settings)
-        else:
-            folder = WorkFolder(work_root, settings)
-        _generate_and_embed(settings, folder, ids, prompts, summary)
-        if settings.get("shard"):
-            summary["seconds"] = time.time() - start
-            summary["work_dir"] = str(folder.path)
-            return summary
-    summary.update(_write_outputs(settings, table.ids, work_root))
+    with HeldLocks() as locks:
+        if not settings.get("merge") and not settings.get("pca_only"):
+            if settings.get("shard"):
+                index, count = _parse_shard(settings["shard"])
+                ids = ids[index::count]
+                folder = WorkFolder(work_root / f"shard-{index}-of-{count}", settings, locks)
+            else:
+                folder = WorkFolder(work_root, settings, locks)
+            _generate_and_embed(settings, folder, ids, prompts, summary, locks)
+            if settings.get("shard"):
+                summary["seconds"] = time.time() - start
+                summary["work_dir"] = str(folder.path)
+                return summary
+        summary.update(_write_outputs(settings, ids, prompts, work_root, locks))
     summary["seconds"] = time.time() - start
     return summary
 
 
-def _generate_and_embed(settings, folder, ids, prompts, summary):
+def _stale_prompts(records, ids, prompts):
+    return [i for i in ids if i in records and records[i]["prompt"] != prompts[i]]
+
+
+def _stale_error(stale, path):
+    return SettingsError(
+        f"{len(stale)} archetypes in {path} were written for other prompts (e.g. {_examples(stale)}): the .item file, "
+        f"the prompt settings or distinguish_duplicates changed since. They are not kept with their old texts: rerun "
+        f"with --overwrite=True to start over (the old work is moved aside), or restore the earlier file or settings."
+    )
+
+
+def _generate_and_embed(settings, folder, ids, prompts, summary, locks):
+    stale = _stale_prompts(folder.texts.records, ids, prompts)  # finished items included
+    if stale:
+        if not settings["overwrite"]:
+            raise _stale_error(stale, folder.path)
+        folder.replace_later(f"{len(stale)} archetypes written for other prompts, e.g. {_examples(stale)}")
     store = folder.vectors()
     pending = [i for i in ids if store is None or i not in store.index]
     if not pending:
         return
+    if settings["backend"] not in ("transformers", "openai"):
+        raise SettingsError(f"backend={settings['backend']!r}: use 'transformers' or 'openai'")
     model, tokenizer, device = load_llm(settings)
-    store = folder.vectors(hidden_size=model.config.hidden_size)
     if settings["backend"] == "openai":
         generator = OpenAICompatibleGenerator(tokenizer, settings)
-    elif settings["backend"] == "transformers":
-        generator = TransformersGenerator(model, tokenizer, device, settings)
     else:
-        raise SettingsError(f"backend={settings['backend']!r}: use 'transformers' or 'openai'")
-    stale = [i for i in pending if i in folder.texts.records and folder.texts.records[i]["prompt"] != prompts[i]]
-    if stale:
-        raise SettingsError(
-            f"{len(stale)} archetypes in {folder.path} were written for other prompts (e.g. {_examples(stale)}: the "
-            f".item file or the prompt fields changed). Rerun with --overwrite=True to start over."
-        )
+        generator = TransformersGenerator(model, tokenizer, device, settings)
     prompt_ids = {i: prompt_token_ids(tokenizer, prompts[i]) for i in pending}
+    folder.start_over(locks)  # the new run can start: only now is old work moved aside
+    store = folder.vectors(hidden_size=model.config.hidden_size)
     order = sorted(pending, key=lambda i: len(prompt_ids[i]))  # similar lengths batch with little padding
     bar = tqdm(total=len(ids), initial=len(ids) - len(pending), unit="item", desc="archetypes", dynamic_ncols=True)
     tokens, t0 = 0, time.time()
@@ -194,16 +294,21 @@ def _write_texts(generator, tokenizer, model, todo, prompts, prompt_ids, folder,
     return records
 
 
-def _work_folders(work_root, settings):
-    folders = [WorkFolder(work_root, settings)]
-    for shard_dir in sorted(work_root.glob("shard-*-of-*")):
-        folders.append(WorkFolder(shard_dir, settings))
+def _work_folders(work_root, settings, locks):
+    """The root work folder and its shards, each locked; with overwrite=True, shards of other settings move aside."""
+    folders = [WorkFolder(work_root, settings, locks)]
+    for shard_dir in shard_folders(work_root):
+        locks.hold(shard_dir)
+        if shard_dir.is_dir():
+            folder = WorkFolder(shard_dir, settings, locks)
+            folder.start_over(locks)
+            folders.append(folder)
     return folders
 
 
-def _write_outputs(settings, ids, work_root):
+def _write_outputs(settings, ids, prompts, work_root, locks):
     """Gather vectors from the work folder and its shards, fit PCA per view, write the outputs atomically."""
-    folders = _work_folders(work_root, settings)
+    folders = _work_folders(work_root, settings, locks)
     located, texts = {}, {}
     for folder in folders:
         store = folder.vectors()
@@ -219,6 +324,13 @@ def _write_outputs(settings, ids, work_root):
             f"{len(missing)} of {len(ids)} items have no archetype vector yet (e.g. {_examples(missing)}): run the "
             f"remaining shards (--shard=i/n) or rerun without --shard, then merge again."
         )
+    stale = _stale_prompts(texts, ids, prompts)
+    if stale:
+        raise _stale_error(stale, work_root)
+    first = {}
+    for item in ids:  # identical inputs: one vector, without the noise of batching them apart
+        source = first.setdefault((texts[item]["prompt"], tuple(texts[item]["archetype_ids"])), item)
+        located[item] = located[source]
     hidden = next(iter(located.values()))[0].shape[2]
     assembled_path = work_root / "assembled.f32"
     with atomic_write(assembled_path, "wb") as f:
@@ -231,21 +343,38 @@ def _write_outputs(settings, ids, work_root):
     out_dir = Path(settings["output_path"])
     out_dir.mkdir(parents=True, exist_ok=True)
     itememb = out_dir / f"{settings['dataset']}.itememb"
-    with atomic_write(itememb) as f:
-        f.write("iid:token\titem_emb:float_seq\n")
+    checksum, seen, alike = hashlib.sha256(), {}, {}
+    with atomic_write(itememb, "wb") as f:
+        def emit(text):
+            data = text.encode("utf-8")
+            checksum.update(data)
+            f.write(data)
+
+        emit("iid:token\titem_emb:float_seq\n")
         chunks = zip(*(transform(rows, view, mean, comp) for view, (mean, comp, _) in enumerate(fits)))
         row = 0
         for prefill, decoding in chunks:
-            both = np.concatenate([prefill, decoding], axis=1)
-            for vector in both:
-                f.write(ids[row] + "\t" + " ".join(f"{v:.6g}" for v in vector) + "\n")
+            lines = []
+            for vector in np.concatenate([prefill, decoding], axis=1):
+                values = " ".join(f"{v:.6g}" for v in vector)
+                source = seen.setdefault(hashlib.blake2b(values.encode(), digest_size=16).digest(), ids[row])
+                if source != ids[row]:
+                    alike.setdefault(source, [source]).append(ids[row])
+                lines.append(ids[row] + "\t" + values + "\n")
                 row += 1
+            emit("".join(lines))
+    identical = list(alike.values())
+    if identical:
+        logger.warning(f"{sum(map(len, identical))} items have the same vector in {itememb} as other items "
+                       f"({len(identical)} groups: {_groups(identical)}): a model without an item ID table cannot "
+                       f"tell them apart. Their prompts and archetypes coincide; see distinguish_duplicates.")
     digest, values = signature(settings)
     views = {name: int(comp.shape[1]) for name, (_, comp, _) in zip(("prefill", "decoding"), fits)}
     with atomic_write(out_dir / f"{settings['dataset']}.itememb.json") as f:
         json.dump({"views": views, "order": ["prefill", "decoding"], "llm_model": settings["llm_model"],
                    "llm_hidden_size": hidden, "explained_variance": [kept for _, _, kept in fits],
-                   "signature": digest}, f, indent=1)
+                   "signature": digest, "itememb_sha256": checksum.hexdigest(), "rows": len(ids),
+                   "columns": sum(views.values())}, f, indent=1)
     archetype = out_dir / f"{settings['dataset']}.archetype"
     with atomic_write(archetype) as f:
         for item in ids:
@@ -260,11 +389,13 @@ def _write_outputs(settings, ids, work_root):
         "archetype": str(archetype),
         "raw_vectors": str(assembled_path),
         "llm_hidden_size": hidden,
+        "identical_vectors": identical,
     }
 
 
 def format_summary(summary):
-    lines = [f"archetypes for {summary['dataset']}: {summary['items']} items in the interactions"]
+    dropped = f" ({summary['filtered_out']} more dropped by RecBole's filters)" if summary.get("filtered_out") else ""
+    lines = [f"archetypes for {summary['dataset']}: {summary['items']} items in the interactions{dropped}"]
     lines.append(f"  generated this run: {summary['generated']} items, {summary['prompt_tokens']} prompt tokens and "
                  f"{summary['archetype_tokens']} archetype tokens embedded, {summary['seconds']:.1f} s")
     lines.append(f"  prompt fields: {summary['field_map']}")
@@ -272,6 +403,14 @@ def format_summary(summary):
         lines.append(f"  items with an empty name field (prompted from their other fields): {summary['empty_name']}")
     if summary["empty_metadata"]:
         lines.append(f"  items without metadata (prompt has no attribute clause): {summary['empty_metadata']}")
+    if summary.get("duplicate_prompts"):
+        groups = summary["duplicate_prompts"]
+        lines.append(f"  items whose prompts coincided, told apart by distinguish_duplicates="
+                     f"{summary['distinguish_duplicates']}: {sum(map(len, groups))} ({_groups(groups)})")
+    for key, what in (("identical_prompts", "prompt"), ("identical_vectors", "vector")):
+        if summary.get(key):
+            lines.append(f"  items with the same {what} as another item: {sum(map(len, summary[key]))} "
+                         f"({_groups(summary[key])})")
     if summary["empty_archetypes"]:
         lines.append(f"  items whose archetype stayed empty after a retry: {len(summary['empty_archetypes'])} "
                      f"({_examples(summary['empty_archetypes'])})")

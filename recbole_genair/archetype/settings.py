@@ -6,6 +6,7 @@ from pathlib import Path
 import yaml
 
 from recbole_genair.config import DATASET_DIR, PROPS_DIR
+from recbole_genair.config_keys import closest_keys
 
 DEFAULTS_FILE = PROPS_DIR / "archetype.yaml"
 # Settings that change the texts or the vectors; work files made with other values are not mixed in.
@@ -21,37 +22,76 @@ class SettingsError(ValueError):
 
 
 def parse_cmd_args(args):
-    """`--key=value` pairs, values read as YAML scalars (numbers, booleans, lists, dicts)."""
+    """`--key=value` pairs, values read as YAML (numbers, booleans, lists, dicts), else kept as text.
+
+    Text is what RecBole's command line makes of values such as the interval `[5,inf)`.
+    """
     parsed = {}
     for arg in args:
         if not arg.startswith("--") or "=" not in arg:
             raise SettingsError(f"command line argument {arg!r} is not of the form --key=value")
         key, value = arg[2:].split("=", 1)
-        parsed[key] = yaml.safe_load(value) if value else None
+        try:
+            parsed[key] = yaml.safe_load(value) if value else None
+        except yaml.YAMLError:
+            parsed[key] = value
     return parsed
 
 
+def _yaml_problem(err):
+    """'line 3, column 11: expected ...; while parsing a flow mapping from line 2' from a PyYAML error."""
+    mark, context = getattr(err, "problem_mark", None), getattr(err, "context", None)
+    text = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    text += str(getattr(err, "problem", None) or err)
+    if context and getattr(err, "context_mark", None) is not None:
+        text += f"; {context} from line {err.context_mark.line + 1}"
+    return text
+
+
+def read_yaml_file(file):
+    """The settings of one YAML file; a broken file is named with the line of the problem."""
+    with open(file, encoding="utf-8") as f:
+        try:
+            values = yaml.safe_load(f)
+        except yaml.YAMLError as err:
+            raise SettingsError(f"{file} is not valid YAML ({_yaml_problem(err)}); fix that line.") from None
+    if values is not None and not isinstance(values, dict):
+        raise SettingsError(f"{file} holds a {type(values).__name__}, not key: value settings "
+                            f"(e.g. max_new_tokens: 64, one per line).")
+    return values or {}
+
+
 def load_settings(dataset=None, config_file_list=None, config_dict=None, cmd_args=None):
-    with open(DEFAULTS_FILE, encoding="utf-8") as f:
-        settings = yaml.safe_load(f)
-    for file in config_file_list or []:
-        with open(file, encoding="utf-8") as f:
-            settings.update(yaml.safe_load(f) or {})
-    settings.update(config_dict or {})
-    settings.update(parse_cmd_args(cmd_args or []))
+    settings = read_yaml_file(DEFAULTS_FILE)
+    sources = {}  # setting -> where it was given, for the message about unknown keys
+    layers = [(read_yaml_file(file), str(file)) for file in config_file_list or []]
+    layers += [(config_dict or {}, "config_dict"), (parse_cmd_args(cmd_args or []), "command line")]
+    for values, source in layers:
+        settings.update(values)
+        sources.update(dict.fromkeys(values, source))
     if dataset is not None:
         settings["dataset"] = dataset
     if not settings.get("dataset"):
         raise SettingsError("no dataset given: pass --dataset=<name> (the folder that holds <name>.inter)")
-    unknown = sorted(set(settings) - set(_known_keys()))
+    known = _known_keys()
+    unknown = [key for key in settings if key not in known]
     if unknown:
-        raise SettingsError(f"unknown archetype settings {unknown}; the known ones are listed in {DEFAULTS_FILE}")
+        raise SettingsError(
+            f"unknown archetype settings: {', '.join(_unknown_key(key, sources[key], known) for key in unknown)}. "
+            f"The known ones and their defaults are in {DEFAULTS_FILE}."
+        )
     return resolve_paths(settings)
 
 
+def _unknown_key(key, source, known):
+    # config_files is a flag of the command line, not a setting, but a likely target of a typo there
+    close = closest_keys(str(key), known + (["config_files"] if source == "command line" else []))
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return f"{key!r} ({source}{hint})"
+
+
 def _known_keys():
-    with open(DEFAULTS_FILE, encoding="utf-8") as f:
-        return list(yaml.safe_load(f)) + ["dataset", "merge", "pca_only"]
+    return list(read_yaml_file(DEFAULTS_FILE)) + ["dataset", "merge", "pca_only"]
 
 
 def resolve_paths(settings):

@@ -44,12 +44,12 @@ def _truncate_to_last_newline(path):
 
 
 class TextLog:
-    """`texts.jsonl`: one JSON record per item whose archetype has been written."""
+    """`texts.jsonl`: one JSON record per item whose archetype has been written (`load=False`: start empty)."""
 
-    def __init__(self, path):
+    def __init__(self, path, load=True):
         self.path = Path(path)
         self.records = {}
-        if self.path.exists():
+        if load and self.path.exists():
             _truncate_to_last_newline(self.path)
             with open(self.path, encoding="utf-8") as f:
                 for line in f:

@@ -1,0 +1,53 @@
+"""One run per work folder: an exclusive lock file beside the folder (`recbole_genair.locking`).
+
+Two runs on one folder would cut each other's rows when they reopen the vector store, so that an
+item silently gets another item's vector.
+"""
+from pathlib import Path
+
+from recbole_genair.archetype.settings import SettingsError
+from recbole_genair.locking import LockHeld, ProcessLock, describe_holder
+
+
+def lock_path(folder):
+    """`<folder>.lock`, beside the folder, so that moving the folder aside keeps the lock in place."""
+    folder = Path(folder)
+    return folder.with_name(folder.name + ".lock")
+
+
+class WorkLock(ProcessLock):
+    """The lock of one work folder; a second holder is told who has it and what to do instead."""
+
+    def __init__(self, folder):
+        super().__init__(lock_path(folder))
+        self.folder = Path(folder)
+
+    def acquire(self):
+        try:
+            return super().acquire()
+        except LockHeld as held:
+            raise SettingsError(
+                f"{self.folder} is in use by another run: {describe_holder(held.holder)}. Two runs on one work folder "
+                f"would cut each other's vectors. Wait for it to end (or stop it), set another work_dir, or split the "
+                f"items between processes with --shard=i/n (one folder each) and join them with --merge=True."
+            ) from None
+
+
+class HeldLocks:
+    """The locks one run holds: each folder is locked once, and all are released when the run ends."""
+
+    def __init__(self):
+        self.locks = {}
+
+    def hold(self, folder):
+        key = lock_path(folder).resolve()
+        if key not in self.locks:
+            self.locks[key] = WorkLock(folder).acquire()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for lock in self.locks.values():
+            lock.release()
+        self.locks.clear()
