@@ -113,4 +113,42 @@ def test_cooccurrence_ignores_validation_and_test_items(tmp_path):
     for token in ("98", "99"):
         assert counts[dataset.token2id(dataset.iid_field, token)].nnz == 0
     one, two = dataset.token2id(dataset.iid_field, ["1", "2"])
-    assert counts[one, two] >= 1  # user 999's training items do co-occur
+    others = sum(1 for items in raw_training_sequences().values() if {"1", "2"} <= set(items))
+    assert counts[one, two] == others + 1  # user 999's training items 1, 2, 3 co-occur
+
+
+def training_counts(dataset):
+    """C(i, j): users whose training sequence (raw file) holds both i and j, as a dense n_items x n_items array."""
+    counts = np.zeros((dataset.item_num, dataset.item_num))
+    for items in raw_training_sequences().values():
+        ids = set(dataset.token2id(dataset.iid_field, items))
+        for a in ids:
+            for b in ids - {a}:
+                counts[a, b] += 1
+    return counts
+
+
+@pytest.mark.parametrize("model_name", ["SASRecGenAIR", "BERT4RecGenAIR"])
+def test_trainer_adds_alpha_times_the_calibration_loss_of_the_batch_targets(tmp_path, model_name):
+    """The step's losses are (the backbone's own loss, alpha * L_cal) with L_cal the per-pair reference over
+    the batch's targets: SASRec's next items; BERT4Rec's items hidden by the mask token, never the token.
+
+    Fails if the trainer leaves alpha out of the calibration term.
+    """
+    config, dataset, train_data = built(tmp_path, model_name, alpha=0.3)
+    model = build_model(config, train_data).eval()  # no dropout: the backbone's loss is deterministic
+    trainer = LLMRecTrainer(config, model)
+    trainer.collect_training_statistics(train_data)
+    batch = next(iter(train_data))
+    rec, cal = trainer._loss_with_calibration(batch)
+    with torch.no_grad():
+        assert rec.item() == pytest.approx(model.calculate_loss(batch).item(), rel=1e-6)
+        table = model.item_embedding.weight[: dataset.item_num].double().numpy()
+    if model_name == "SASRecGenAIR":
+        targets = batch["item_id"].tolist()
+    else:
+        hidden = batch["Mask_item_id_list"] == dataset.item_num  # the mask token's id is n_items
+        assert hidden.any()
+        targets = batch["item_id_list"][hidden].tolist()
+    expected = reference_loss(table, targets, training_counts(dataset), 4.0, 2.0, "exp")
+    assert cal.item() == pytest.approx(0.3 * expected, rel=1e-5)

@@ -1,19 +1,30 @@
 """Group metrics, matrix entropy, significance marking and the one-command comparison."""
+import csv
 import json
 import math
+import shutil
+import sys
+from collections import Counter
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from matplotlib.image import imread
+from recbole.data import data_preparation
 from recbole.evaluator.collector import DataStruct
+from recbole.utils import init_seed
+from scipy import stats
 
-from conftest import tiny_config
+from conftest import copy_dataset, per_user_ndcg, raw_training_sequences, tiny_config
 from recbole_genair.config import Config
+from recbole_genair.data import create_dataset
 from recbole_genair.evaluation.compare import (ablation_report, markdown_table, paired_significance, parse_seeds, reference_for, run_comparison,
                                                summarise)
 from recbole_genair.evaluation.entropy import matrix_entropy
 from recbole_genair.evaluation.group_metrics import GROUP_METRICS, TARGET_ITEMS, TRAIN_POPULARITY, item_groups
-from recbole_genair.quick_start import main, run_recbole_genair
+from recbole_genair.quick_start import build_model, load_data_and_model, main, run_recbole_genair
+from recbole_genair.trainer import LLMRecTrainer
 
 
 def test_item_groups_head_tail_cold():
@@ -46,15 +57,70 @@ def test_group_metrics_match_direct_computation(tmp_path):
         assert gain[f"{group}ndcg@2"] == pytest.approx(np.mean(gains), abs=1e-4)
 
 
+def dataset_with_cold_targets(tmp_path):
+    """The tiny dataset plus users 901-903, whose test items 97-99 occur nowhere else (cold items)."""
+    folder = copy_dataset(tmp_path, "groups")
+    with open(folder / "groups.inter", "a", encoding="utf-8") as f:
+        for user, cold in ((901, 97), (902, 98), (903, 99)):
+            for k, item in enumerate([user % 7 + 1, user % 7 + 2, user % 7 + 3, cold]):
+                f.write(f"{user}\t{item}\t5\t{990000000 + k}\n")
+    return folder / "groups.inter"
+
+
+def raw_item_groups(inter_path, dataset, head_ratio=0.2):
+    """Internal item id -> head / tail / cold, from training interactions counted in the raw file.
+
+    Training = each user's items in time order minus the last two (validation, test). Head: the
+    ceil(20%) items with the most training interactions, ties to the smaller internal id.
+    """
+    inter = pd.read_csv(inter_path, sep="\t")
+    inter.columns = [c.split(":")[0] for c in inter.columns]
+    inter = inter.sort_values(["user_id", "timestamp"], kind="stable")
+    counts = Counter()
+    for _, g in inter.groupby("user_id"):
+        counts.update(dataset.token2id(dataset.iid_field, list(g["item_id"].astype(str))[:-2]))
+    items = range(1, dataset.item_num)
+    ranked = sorted(items, key=lambda i: (-counts[i], i))
+    head = set(ranked[: math.ceil(head_ratio * len(ranked))])
+    return {i: "cold" if counts[i] == 0 else "head" if i in head else "tail" for i in items}
+
+
 @pytest.mark.parametrize("mode", ["full", "uni100"])
-def test_group_metrics_work_in_a_plain_run_and_as_valid_metric(tmp_path, mode):
-    config = tiny_config(tmp_path, metrics=["NDCG", "HeadNDCG", "TailNDCG", "ColdHit"], valid_metric="TailNDCG@10",
-                         eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "mode": mode})
+def test_group_ndcg_is_per_user_ndcg_grouped_by_training_popularity(tmp_path, mode):
+    """Head/Tail/ColdNDCG@10 = mean NDCG@10 (recomputed from the model's scores) of the users whose target
+    is in the group, groups from the training interactions of the raw file.
+
+    Fails if the trainer counts popularity on all interactions instead of the training split.
+    """
+    inter_path = dataset_with_cold_targets(tmp_path)
+    config = Config("SASRec", config_dict=tiny_config(
+        tmp_path, data_path=str(tmp_path / "data"), dataset="groups", epochs=2, topk=[10],
+        metrics=["NDCG", "HeadNDCG", "TailNDCG", "ColdNDCG"],
+        eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "mode": mode}))
+    dataset = create_dataset(config)
+    train_data, _, test_data = data_preparation(config, dataset)
+    model = build_model(config, train_data)
+    trainer = LLMRecTrainer(config, model)
+    trainer.fit(train_data, saved=False)
+    init_seed(config["seed"], True)  # uni100: the same negatives for the reference and the trainer
+    batches = list(test_data)
+    init_seed(config["seed"], True)
+    reported = trainer.evaluate(test_data, load_best_model=False)
+    users = per_user_ndcg(model, batches)
+    assert reported["ndcg@10"] == pytest.approx(np.mean([n for _, n in users]), abs=1e-4)  # same candidates
+    group_of = raw_item_groups(inter_path, dataset)
+    for group in ("head", "tail", "cold"):
+        values = [n for target, n in users if group_of[target] == group]
+        assert len(values) >= 3
+        assert reported[f"{group}ndcg@10"] == pytest.approx(np.mean(values), abs=1e-4), group
+
+
+def test_a_group_metric_can_be_the_valid_metric(tmp_path):
+    """Fails if early stopping reads another metric than `valid_metric: TailNDCG@10`."""
+    config = tiny_config(tmp_path, metrics=["NDCG", "TailNDCG"], valid_metric="TailNDCG@10", epochs=2)
     result = run_recbole_genair("SASRec", config_dict=config, saved=False)
-    assert result["eval_mode"] == mode
-    test = result["test_result"]
-    assert {"ndcg@10", "headndcg@10", "tailndcg@10", "coldhit@10"} <= set(test)
-    assert 0.0 <= test["tailndcg@10"] <= 1.0 and result["best_valid_score"] == result["best_valid_result"]["tailndcg@10"]
+    assert result["best_valid_score"] == result["best_valid_result"]["tailndcg@10"]
+    assert result["best_valid_score"] != result["best_valid_result"]["ndcg@10"]
 
 
 def test_matrix_entropy_equals_eigenvalue_computation():
@@ -94,6 +160,60 @@ def test_significance_marker_only_when_the_paired_test_says_so():
     assert "full ranking" in table
 
 
+def two_sided_paired_p(values, reference):
+    """Reference: t = mean(d) / (sd(d) / sqrt(n)) of the per-seed differences d, p = 2 P(T_{n-1} > |t|)."""
+    d = np.subtract(values, reference)
+    t = d.mean() / (d.std(ddof=1) / math.sqrt(len(d)))
+    return float(2 * stats.t.sf(abs(t), len(d) - 1))
+
+
+def test_paired_test_finds_a_consistent_gain_that_an_unpaired_test_misses():
+    """Seeds differ by 0.1, the gain on each seed is about 0.01.
+
+    Fails if paired_significance runs an unpaired (independent samples) t-test.
+    """
+    reference = [0.10, 0.20, 0.30, 0.40]
+    values = [0.11, 0.215, 0.308, 0.412]
+    assert stats.ttest_ind(values, reference).pvalue > 0.5  # unpaired: nothing to see
+    p, significant = paired_significance(values, reference)
+    assert p == pytest.approx(two_sided_paired_p(values, reference), rel=1e-9) and p < 0.01 and significant
+
+
+def test_one_sided_evidence_is_not_significant():
+    """t = 2.41 on 4 degrees of freedom: one-sided p = 0.037, two-sided p = 0.073.
+
+    Fails if paired_significance computes a one-sided p-value.
+    """
+    reference = [0.20, 0.22, 0.18, 0.25, 0.21]
+    values = list(np.add(reference, [0.01, 0.02, 0.0, 0.03, 0.005]))
+    assert stats.ttest_rel(values, reference, alternative="greater").pvalue < 0.05
+    p, significant = paired_significance(values, reference)
+    assert p == pytest.approx(two_sided_paired_p(values, reference), rel=1e-9) and p > 0.05 and not significant
+
+
+def test_a_consistent_loss_is_significant_too():
+    """Fails if paired_significance tests for a gain only (one-sided, alternative='greater')."""
+    reference = [0.20, 0.30, 0.25, 0.22]
+    values = list(np.subtract(reference, [0.010, 0.012, 0.009, 0.011]))
+    p, significant = paired_significance(values, reference)
+    assert p == pytest.approx(two_sided_paired_p(values, reference), rel=1e-9) and significant
+
+
+def test_summary_pairs_each_run_with_the_reference_run_of_its_seed():
+    """The model misses seed 3: its seeds 1, 2, 4 are paired with the reference's 1, 2, 4.
+
+    Fails if summarise pairs the model's runs with the reference's first runs by position.
+    """
+    seeds = [1, 2, 3, 4]
+    values = {"Base": [0.10, 0.30, 0.12, 0.20], "Model": [0.11, 0.32, 0.21]}
+    runs = fake_runs(["Base"], seeds, values)
+    runs.update({("Model", s): {**runs[("Base", s)], "test": {"ndcg@10": v}}
+                 for s, v in zip([1, 2, 4], values["Model"])})
+    row = summarise(runs, ["Base", "Model"], seeds, metrics=["ndcg@10"])["Model"]["ndcg@10"]
+    assert row["p_value"] == pytest.approx(two_sided_paired_p(values["Model"], [0.10, 0.30, 0.20]), rel=1e-9)
+    assert row["rel_change"] == pytest.approx(np.mean(values["Model"]) / np.mean([0.10, 0.30, 0.20]) - 1)
+
+
 def test_each_llm_model_is_held_against_its_own_backbone():
     models = ["SASRec", "SASRecGenAIR", "GRU4Rec", "GRU4RecGenAIR", "SASRecTFLLMER"]
     assert [reference_for(m, models) for m in models] == ["SASRec", "SASRec", "GRU4Rec", "GRU4Rec", "SASRec"]
@@ -125,34 +245,92 @@ def test_a_model_with_fewer_seeds_says_so_and_has_no_std():
     assert "| SASRec | 0.1100 ± 0.0100 |" in table
 
 
-def test_compare_writes_table_csv_json_plots_and_skips_finished_runs(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory):
+    """SASRec and SASRecGenAIR over seeds 2020 and 2021 on the tiny dataset, with a uni100 table; run once."""
+    out = tmp_path_factory.mktemp("comparison")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(out)
+        mp.setattr(sys, "argv", ["pytest"])
+        report = run_comparison(["SASRec", "SASRecGenAIR"], "genair-test", "2", out / "cmp",
+                                config_dict=tiny_config(out), extra_test_modes=["uni100"])
+    return out / "cmp", report
+
+
+def run_record(out, model, seed):
+    return json.loads((out / "runs" / f"{model}-seed{seed}.json").read_text())
+
+
+def test_compare_report_files_hold_the_runs_values(comparison):
+    """Fails if results.csv fills its uni100 columns from the full-ranking results."""
+    out, report = comparison
+    assert sorted(p.name for p in (out / "runs").iterdir()) == [
+        "SASRec-seed2020.json", "SASRec-seed2021.json", "SASRecGenAIR-seed2020.json", "SASRecGenAIR-seed2021.json"]
+    records = {(m, s): run_record(out, m, s) for m in ("SASRec", "SASRecGenAIR") for s in (2020, 2021)}
+    with open(out / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["model"], int(r["seed"])) for r in rows] == list(records)
+    for row, record in zip(rows, records.values()):
+        assert float(row["test_ndcg@10"]) == record["test"]["ndcg@10"]
+        assert float(row["test_uni100_ndcg@10"]) == record["extra_test"]["uni100"]["ndcg@10"]
+        assert float(row["test_tailndcg@10"]) == record["test"]["tailndcg@10"]
+    summary = json.loads((out / "summary.json").read_text())["models"]["SASRecGenAIR"]
+    values = [records[("SASRecGenAIR", s)]["test"]["ndcg@10"] for s in (2020, 2021)]
+    assert summary["ndcg@10"]["mean"] == pytest.approx(np.mean(values))
+    assert summary["ndcg@10"]["std"] == pytest.approx(np.std(values, ddof=1))
+    cell = f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+    assert (out / "table.md").read_text() == report["table"] + "\n" and f"| SASRecGenAIR | {cell} (" in report["table"]
+    uni = [records[("SASRecGenAIR", s)]["extra_test"]["uni100"]["ndcg@10"] for s in (2020, 2021)]
+    uni_table = (out / "table_uni100.md").read_text()
+    assert uni_table == report["extra_tables"]["uni100"] + "\n" and "sampled negatives (uni100)" in uni_table
+    assert f"| SASRecGenAIR | {np.mean(uni):.4f} ± {np.std(uni, ddof=1):.4f} (" in uni_table
+    # figure sizes at 120 dpi: 3 user groups with targets (the tiny dataset has no cold target), 2 scatter panels
+    for name, (width, height) in {"ndcg_by_group.png": (840, 480), "entropy_by_quintile.png": (720, 480),
+                                  "head_tail_scatter.png": (864, 432)}.items():
+        assert imread(out / name).shape[:2] == (height, width), name
+
+
+def test_run_records_hold_params_flops_and_entropy_of_the_trained_model(comparison):
+    """Fails if GenAIR's evaluation projects the item table per batch instead of once (FLOPs), or if the
+    entropy quintiles start from the least popular items.
+    """
+    out, _ = comparison
+    sasrec, genair = run_record(out, "SASRec", 2020), run_record(out, "SASRecGenAIR", 2020)
+    # GenAIR = SASRec - its 61 x 16 ID table + projector Linear(24, 32), LayerNorm(32), Linear(32, 16)
+    assert genair["trainable_params"] == sasrec["trainable_params"] - 61 * 16 + (24 * 32 + 32) + 2 * 32 + (32 * 16 + 16)
+    # per user, one layer, L = 10, h = 16, inner = 32, 61 items: Q, K, V, O; scores and weighted sum;
+    # feed-forward; scoring. GenAIR's projected table is cached for the evaluation: no cost per user.
+    flops = 4 * 2 * 10 * 16 * 16 + 2 * 2 * 10 * 10 * 16 + 2 * 2 * 10 * 16 * 32 + 2 * 16 * 61
+    assert sasrec["flops_per_user"] == genair["flops_per_user"] == flops
+    _, model, dataset, _, _, _ = load_data_and_model(genair["checkpoint"])
+    model.eval()
+    with torch.no_grad():
+        table = model.item_embedding.weight[: dataset.item_num].double()
+    counts = Counter(dataset.token2id(dataset.iid_field, t) for seq in raw_training_sequences().values() for t in seq)
+    order = sorted(range(1, dataset.item_num), key=lambda i: (-counts[i], i))
+    expected = []
+    for group in np.array_split(np.array(order), 5):
+        eig = torch.linalg.eigvalsh(table[group] @ table[group].T).clamp_min(0)
+        p = eig / eig.sum()
+        p = p[p > 1e-12]
+        expected.append(float(-(p * p.log()).sum()))
+    assert genair["entropy_by_quintile"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_second_comparison_skips_finished_runs(tmp_path, comparison):
+    """Fails if finished runs are trained again or --report_only trains a model without runs."""
     out = tmp_path / "cmp"
-    settings = tiny_config(tmp_path)
-    report = run_comparison(["SASRec", "SASRecGenAIR"], "genair-test", "2", out, config_dict=settings,
-                            extra_test_modes=["uni100"])
-    uni = report["extra_tables"]["uni100"]
-    assert "sampled negatives (uni100)" in uni and uni != report["table"]
-    record = json.loads((out / "runs" / "SASRec-seed2020.json").read_text())
-    assert record["extra_test"]["uni100"]["ndcg@10"] >= record["test"]["ndcg@10"]  # 100 negatives: easier
-    assert "test_uni100_ndcg@10" in (out / "results.csv").read_text().splitlines()[0]
-    for name in ("table.md", "table_uni100.md", "results.csv", "summary.json", "ndcg_by_group.png",
-                 "entropy_by_quintile.png", "head_tail_scatter.png"):
-        assert (out / name).stat().st_size > 0, name
-    runs = sorted(p.name for p in (out / "runs").iterdir())
-    assert runs == ["SASRec-seed2020.json", "SASRec-seed2021.json", "SASRecGenAIR-seed2020.json",
-                    "SASRecGenAIR-seed2021.json"]
-    record = json.loads((out / "runs" / "SASRecGenAIR-seed2020.json").read_text())
-    assert record["trainable_params"] > 0 and record["flops_per_user"] > 0 and len(record["entropy_by_quintile"]) == 5
-    assert "| SASRecGenAIR |" in report["table"] and "mean ± std over 2 seeds" in report["table"]
+    shutil.copytree(comparison[0], out)
+    report = comparison[1]
     stamps = {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
-    again = run_comparison(["SASRec", "SASRecGenAIR"], "genair-test", "2", out, config_dict=settings,
+    again = run_comparison(["SASRec", "SASRecGenAIR"], "genair-test", "2", out, config_dict=tiny_config(tmp_path),
                            extra_test_modes=["uni100"])
     assert {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()} == stamps  # nothing retrained
     assert again["table"] == report["table"]
     (out / "table.md").unlink()
     only = main(["--compare", "--report_only", "--models=SASRec,SASRecGenAIR,GRU4Rec", "--seeds=2020,2021,",
                  f"--output={out}", "--extra_test_modes=uni100"])  # GRU4Rec has no runs: left out, not trained
-    assert (out / "table.md").exists() and "| GRU4Rec (0 of 2 seeds) | n/a" in only["table"]
+    assert (out / "table.md").read_text() == only["table"] + "\n" and "| GRU4Rec (0 of 2 seeds) | n/a" in only["table"]
     assert {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()} == stamps
 
 

@@ -5,15 +5,21 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from conftest import assert_trains_and_evaluates, built, raw_training_sequences, tiny_config
+from conftest import assert_one_epoch_trains_and_reports_its_ndcg, built, raw_training_sequences, tiny_config
 from recbole_genair.quick_start import build_model, run_recbole_genair
 from recbole_genair.trainer import LLMRecTrainer
 
 
 @pytest.mark.parametrize("model", ["SASRecFAERec", "GRU4RecFAERec", "BERT4RecFAERec"])
-def test_model_trains_one_epoch_and_evaluates(tmp_path, model):
-    assert_trains_and_evaluates(tmp_path, model)
+def test_model_trains_one_epoch_and_reports_the_ndcg_of_its_scores(tmp_path, model):
+    """One epoch moves the item table; the reported test NDCG@10 is the one the model's scores give.
+
+    Fails if the item table does not train (the gated fusion layer frozen) or the test users are scored in
+    training mode.
+    """
+    assert_one_epoch_trains_and_reports_its_ndcg(tmp_path, model)
 
 
 def test_each_alignment_loss_is_logged(tmp_path, caplog):
@@ -51,17 +57,25 @@ def test_curriculum_continues_at_the_right_epoch_after_resume(tmp_path):
     assert model.curriculum_weights() == pytest.approx(expected_weights(2))
 
 
-def test_gate_lies_in_unit_interval_and_fuses_the_evaluation_table(tmp_path):
+def test_gate_is_an_mlp_of_both_branches_and_fuses_the_evaluation_table(tmp_path):
+    """g = sigmoid(W2 GELU(W1 [id; mapped llm] + b1) + b2) per dimension (no dropout in evaluation);
+    the evaluation table is LayerNorm(g * id + (1 - g) * mapped llm), computed once.
+
+    Fails if the gate reads its inputs in the other order ([llm; id]).
+    """
     config, dataset, train_data = built(tmp_path, "SASRecFAERec")
     layer = build_model(config, train_data).eval().item_embedding
     items = torch.arange(1, dataset.item_num)
     with torch.no_grad():
         id_emb, llm_emb = layer.branches(items)
-        gate = layer.gate_values(id_emb, llm_emb)
-        assert gate.shape == id_emb.shape and bool(((gate > 0) & (gate < 1)).all())
+        w1, w2 = layer.gate[0], layer.gate[3]
+        hidden = F.gelu(torch.cat([id_emb, llm_emb], dim=-1).double() @ w1.weight.double().T + w1.bias.double())
+        gate = torch.sigmoid(hidden @ w2.weight.double().T + w2.bias.double())
+        torch.testing.assert_close(layer.gate_values(id_emb, llm_emb).double(), gate, rtol=1e-5, atol=1e-6)
         table = layer.weight
         assert layer.weight is table  # computed once per evaluation
-        torch.testing.assert_close(table[1:], layer.layer_norm(gate * id_emb + (1 - gate) * llm_emb))
+        fused = layer.layer_norm((gate * id_emb + (1 - gate) * llm_emb).float())
+        torch.testing.assert_close(table[1:], fused, rtol=1e-5, atol=1e-5)
 
 
 def reference_info_nce(a, b, t):
@@ -88,21 +102,75 @@ def reference_barlow_twins(a, b, offdiag=0.005, eps=1e-5):
     return loss
 
 
+def reference_alignment_losses(model, dataset, ids):
+    """(InfoNCE, Barlow Twins on the head + on the tail) of the ID and mapped LLM embeddings of `ids`.
+
+    Head: the ceil(20%) items with the most training interactions, counted from the raw file.
+    """
+    with torch.no_grad():
+        id_emb, llm_emb = (x.double().numpy() for x in model.item_embedding.branches(torch.tensor(ids)))
+    counts = Counter(dataset.token2id(dataset.iid_field, t) for seq in raw_training_sequences().values() for t in seq)
+    ranked = sorted(range(1, dataset.item_num), key=lambda i: (-counts[i], i))
+    head = set(ranked[: math.ceil(0.2 * (dataset.item_num - 1))])
+    is_head = np.array([i in head for i in ids])
+    feat = (reference_barlow_twins(id_emb[is_head], llm_emb[is_head])
+            + reference_barlow_twins(id_emb[~is_head], llm_emb[~is_head]))
+    return reference_info_nce(id_emb, llm_emb, 0.05), feat
+
+
+def batch_items(batch):
+    """The distinct real items of a training batch: its (unmasked) input sequences and its targets."""
+    return sorted(({int(i) for i in batch["item_id_list"].flatten()} | {int(i) for i in batch["item_id"]}) - {0})
+
+
 def test_alignment_losses_match_reference(tmp_path):
     config, dataset, train_data = built(tmp_path, "SASRecFAERec")
     model = build_model(config, train_data).eval()  # no dropout: one deterministic mapping
     batch = next(iter(train_data))
     with torch.no_grad():
         item_loss, feat_loss = model.alignment_losses(batch)
-        ids = sorted(({int(i) for i in batch["item_id_list"].flatten()} | {int(i) for i in batch["item_id"]}) - {0})
-        id_emb, llm_emb = (x.double().numpy() for x in model.item_embedding.branches(torch.tensor(ids)))
-    # head: the ceil(20%) items with the most training interactions, counted from the raw file
-    counts = Counter(dataset.token2id(dataset.iid_field, t) for seq in raw_training_sequences().values() for t in seq)
-    ranked = sorted(range(1, dataset.item_num), key=lambda i: (-counts[i], i))
-    head = set(ranked[: math.ceil(0.2 * (dataset.item_num - 1))])
-    is_head = np.array([i in head for i in ids])
-    assert item_loss.item() == pytest.approx(reference_info_nce(id_emb, llm_emb, 0.05), rel=1e-4)
-    expected_feat = reference_barlow_twins(id_emb[is_head], llm_emb[is_head]) + reference_barlow_twins(
-        id_emb[~is_head], llm_emb[~is_head]
-    )
+    expected_item, expected_feat = reference_alignment_losses(model, dataset, batch_items(batch))
+    assert item_loss.item() == pytest.approx(expected_item, rel=1e-4)
+    assert feat_loss.item() == pytest.approx(expected_feat, rel=1e-4)
+
+
+def test_loss_terms_are_their_weights_times_their_losses_at_the_trainers_epoch(tmp_path):
+    """After the trainer's epoch 7, with align_weight 0.3: (L_rec, 0.3 w_item(7) L_item, 0.3 w_feat(7) L_feat),
+    L_rec the cross-entropy of the next item over the fused table.
+
+    Fails if calculate_loss weighs the alignment losses with epoch 0's curriculum.
+    """
+    config, dataset, train_data = built(tmp_path, "SASRecFAERec", align_weight=0.3)
+    model = build_model(config, train_data)
+    trainer = LLMRecTrainer(config, model)
+    trainer._train_epoch(train_data, 7)  # the trainer tells the model its epoch
+    model.eval()
+    batch = next(iter(train_data))
+    with torch.no_grad():
+        rec, item_term, feat_term = (x.item() for x in model.calculate_loss(batch))
+        logits = model.forward(batch["item_id_list"], batch["item_length"]) @ model.item_embedding.weight.T
+        expected_rec = F.cross_entropy(logits, batch["item_id"]).item()
+    item_loss, feat_loss = reference_alignment_losses(model, dataset, batch_items(batch))
+    w_item, w_feat = expected_weights(7)
+    assert w_feat == pytest.approx(0.0448, abs=1e-4)  # epoch 0 would give w_feat = 0
+    assert rec == pytest.approx(expected_rec, rel=1e-5)
+    assert item_term == pytest.approx(0.3 * w_item * item_loss, rel=1e-4)
+    assert feat_term == pytest.approx(0.3 * w_feat * feat_loss, rel=1e-4)
+
+
+def test_bert4rec_mask_token_never_enters_the_alignment_losses(tmp_path):
+    """The batch's input sequences hold the mask token (id n_items); the alignment items are the real items
+    of the unmasked sequences and targets, and the losses are computed on them.
+
+    Fails if FAERec aligns the items of BERT4Rec's masked sequences.
+    """
+    config, dataset, train_data = built(tmp_path, "BERT4RecFAERec")
+    model = build_model(config, train_data).eval()
+    batch = next(iter(train_data))
+    assert (batch["Mask_item_id_list"] == dataset.item_num).any()
+    assert model.alignment_items(batch).tolist() == batch_items(batch)
+    with torch.no_grad():
+        item_loss, feat_loss = model.alignment_losses(batch)
+    expected_item, expected_feat = reference_alignment_losses(model, dataset, batch_items(batch))
+    assert item_loss.item() == pytest.approx(expected_item, rel=1e-4)
     assert feat_loss.item() == pytest.approx(expected_feat, rel=1e-4)

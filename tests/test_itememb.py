@@ -1,4 +1,7 @@
 """The `.itememb` contract: rows land on the right items, and every broken file is refused clearly."""
+import hashlib
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -128,4 +131,86 @@ def test_duplicate_ids_and_non_numbers_are_refused(tmp_path):
     config_dict, path = broken_dataset(tmp_path, edit)
     _, rows = read_itememb(path)
     with pytest.raises(ItemEmbeddingError, match=r"1 rows with duplicate id: '%s'[\s\S]*1 rows with not a number: '%s'" % (rows[0][0], rows[1][0])):
+        build(config_dict)
+
+
+def write_view_widths(itememb, prefill, decoding):
+    """The preprocessor's `.itememb.json` for `itememb` with these view widths and the file's SHA-256."""
+    meta = {"views": {"prefill": prefill, "decoding": decoding}, "order": ["prefill", "decoding"],
+            "itememb_sha256": hashlib.sha256(itememb.read_bytes()).hexdigest()}
+    itememb.with_name(itememb.name + ".json").write_text(json.dumps(meta))
+
+
+def uneven_dataset(tmp_path, prefill=10, decoding=14, **overrides):
+    folder = copy_dataset(tmp_path, "uneven")
+    write_view_widths(folder / "uneven.itememb", prefill, decoding)
+    config_dict = tiny_config(tmp_path, data_path=str(tmp_path / "data"), dataset="uneven", **overrides)
+    return config_dict, folder / "uneven.itememb"
+
+
+def model_table(config_dict):
+    config, dataset = build(config_dict)
+    train_data, _, _ = data_preparation(config, dataset)
+    return dataset, build_model(config, train_data).item_embedding.llm_table
+
+
+@pytest.mark.parametrize("views,columns", [("prefill", slice(0, 10)), ("decoding", slice(10, 24))])
+def test_views_of_uneven_widths_are_exact_column_slices(tmp_path, views, columns):
+    """Widths 10 / 14: prefill is columns 0-9 of the file, decoding columns 10-23, on every item's row.
+
+    Fails if a view's slice is off by one column or takes its width from the other view.
+    """
+    config_dict, path = uneven_dataset(tmp_path, llm_views=views)
+    dataset, table = model_table(config_dict)
+    _, rows = read_itememb(path)
+    expected = np.zeros((dataset.item_num, columns.stop - columns.start), dtype=np.float32)
+    for token, vector in rows:
+        expected[dataset.token2id(dataset.iid_field, token)] = np.array(vector.split(), dtype=np.float64)[columns]
+    np.testing.assert_array_equal(table.numpy(), expected)
+
+
+@pytest.mark.parametrize("source", ["json", "config"])
+def test_view_widths_that_do_not_add_up_are_refused(tmp_path, source):
+    """Fails if select_views slices widths that do not add up to the file's 24 columns."""
+    if source == "json":
+        config_dict, _ = uneven_dataset(tmp_path, 10, 13, llm_views="decoding")
+    else:
+        config_dict, _ = uneven_dataset(tmp_path, llm_views="prefill", llm_view_widths=[12, 13])
+    widths = r"\[10, 13\]" if source == "json" else r"\[12, 13\]"
+    message = rf"view widths {widths} do not add up to the 24 columns of \S+uneven\.itememb"
+    with pytest.raises(ItemEmbeddingError, match=message):
+        model_table(config_dict)
+
+
+def test_an_all_zero_vector_is_refused(tmp_path):
+    """Fails if an item whose vector is all zeros (it would train on zeros) is accepted."""
+    def edit(header, rows):
+        rows[7][1] = " ".join(["0"] * 24)
+        return header, rows
+
+    config_dict, path = broken_dataset(tmp_path, edit)
+    _, rows = read_itememb(path)
+    message = r"1 items have no vector \(they would train on zeros\), e\.g\. raw ids '%s'" % rows[7][0]
+    with pytest.raises(ItemEmbeddingError, match=message):
+        model_table(config_dict)
+
+
+def test_a_header_without_rows_is_refused(tmp_path):
+    """Fails if check_itememb_file accepts a file with a header and no item rows."""
+    config_dict, path = broken_dataset(tmp_path, lambda header, rows: (header, []))
+    with pytest.raises(ItemEmbeddingError, match=r"broken\.itememb has a header but no item rows"):
+        build(config_dict)
+
+
+def test_a_row_without_id_is_named_by_its_line(tmp_path):
+    """The fourth item row (line 5 of the file) has an empty id.
+
+    Fails if check_itememb_file accepts a row with an empty id.
+    """
+    def edit(header, rows):
+        rows[3][0] = ""
+        return header, rows
+
+    config_dict, path = broken_dataset(tmp_path, edit)
+    with pytest.raises(ItemEmbeddingError, match=r"1 rows with empty id: line 5\b"):
         build(config_dict)

@@ -3,13 +3,13 @@ import pytest
 import torch
 import yaml
 
-from conftest import tiny_config
+from conftest import TEST_DATA, assert_one_epoch_trains_and_reports_its_ndcg, tiny_config
 from recbole.data import data_preparation
 from recbole_genair.archetype import load_settings
 from recbole_genair.archetype.items import build_prompt, preset_field_map
 from recbole_genair.config import Config
 from recbole_genair.data import create_dataset
-from recbole_genair.quick_start import build_model, run_recbole_genair
+from recbole_genair.quick_start import build_model
 from recbole_genair.trainer import LLMRecTrainer
 from recbole_genair.tuning import run_tuning
 
@@ -62,16 +62,25 @@ def test_empty_title_still_prompts_from_other_fields():
     assert n == 2 and "The item brand is Acme. The item feature is Pens." in prompt and "name is" not in prompt
 
 
-@pytest.mark.parametrize("views,width", [("both", 24), ("prefill", 12), ("decoding", 12)])
-def test_view_switch_sets_the_input_width_and_trains(tmp_path, views, width):
+@pytest.mark.parametrize("views,columns", [("both", slice(0, 24)), ("prefill", slice(0, 12)),
+                                           ("decoding", slice(12, 24))])
+def test_view_switch_feeds_the_projector_the_views_columns_and_trains(tmp_path, views, columns):
+    """Fails if `llm_views` is ignored (the projector then reads all 24 columns)."""
     settings = tiny_config(tmp_path, llm_views=views)
     config = Config("SASRecGenAIR", config_dict=settings)
-    train_data, _, _ = data_preparation(config, create_dataset(config))
-    model = build_model(config, train_data)
-    assert model.item_embedding.llm_table.shape[1] == width
-    assert model.item_embedding.projector.net[0].in_features == width
-    result = run_recbole_genair("SASRecGenAIR", config_dict=settings, saved=False)
-    assert 0.0 <= result["test_result"]["ndcg@10"] <= 1.0
+    dataset = create_dataset(config)
+    train_data, _, _ = data_preparation(config, dataset)
+    layer = build_model(config, train_data).item_embedding
+    expected = torch.zeros(dataset.item_num, columns.stop - columns.start)
+    with open(TEST_DATA / "genair-test" / "genair-test.itememb", encoding="utf-8") as f:
+        next(f)
+        for line in f:
+            token, vector = line.rstrip("\n").split("\t")
+            values = torch.tensor([float(v) for v in vector.split()])
+            expected[dataset.token2id(dataset.iid_field, token)] = values[columns]
+    torch.testing.assert_close(layer.llm_table, expected)
+    assert layer.projector.net[0].in_features == columns.stop - columns.start
+    assert_one_epoch_trains_and_reports_its_ndcg(tmp_path, "SASRecGenAIR", llm_views=views)
 
 
 @pytest.mark.parametrize("alpha,kernel,has_cal", [(0.0, "exp", False), (0.01, "exp", True), (0.01, "linear", True)])
@@ -90,6 +99,7 @@ def test_calibration_switches(tmp_path, alpha, kernel, has_cal):
 
 @pytest.mark.parametrize("model_name", ["SASRecGenAIR", "BERT4RecGenAIR"])
 def test_item_normalization_switch_gives_rows_of_norm_scale_and_trains(tmp_path, model_name):
+    """Fails if `item_normalization` is ignored (rows keep the projector's norms)."""
     settings = tiny_config(tmp_path, item_normalization=True, norm_scale=2.5)
     config = Config(model_name, config_dict=settings)
     train_data, _, _ = data_preparation(config, create_dataset(config))
@@ -98,8 +108,7 @@ def test_item_normalization_switch_gives_rows_of_norm_scale_and_trains(tmp_path,
     assert torch.allclose(rows.norm(dim=1), torch.full((model.n_items - 1,), 2.5), atol=1e-5)
     plain = build_model(Config(model_name, config_dict=tiny_config(tmp_path)), train_data)
     assert not torch.allclose(plain.item_embedding.weight[1:plain.n_items].norm(dim=1), torch.tensor(2.5))
-    result = run_recbole_genair(model_name, config_dict=settings, saved=False)
-    assert 0.0 <= result["test_result"]["ndcg@10"] <= 1.0
+    assert_one_epoch_trains_and_reports_its_ndcg(tmp_path, model_name, item_normalization=True, norm_scale=2.5)
 
 
 def test_two_trial_tuning_writes_trials_and_best_config(tmp_path):

@@ -1,18 +1,24 @@
 """TF-LLMER: Rec-PCA (our reading of the paper) and item-embedding normalisation."""
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
 
-from conftest import assert_trains_and_evaluates, built
+from conftest import (TEST_DATA, assert_one_epoch_trains_and_reports_its_ndcg, built, copy_dataset,
+                      raw_training_sequences)
 from recbole_genair.model.layers import LLMItemEmbedding
 from recbole_genair.model.projection import normalized_laplacian, pca_basis, pca_item_table
 from recbole_genair.quick_start import build_model
 
 
 @pytest.mark.parametrize("model", ["SASRecTFLLMER", "GRU4RecTFLLMER", "BERT4RecTFLLMER"])
-def test_model_trains_one_epoch_and_evaluates(tmp_path, model):
-    assert_trains_and_evaluates(tmp_path, model)
+def test_model_trains_one_epoch_and_reports_the_ndcg_of_its_scores(tmp_path, model):
+    """One epoch moves the item table; the reported test NDCG@10 is the one the model's scores give.
+
+    Fails if the item table does not train (the projector frozen) or the test users are scored in training mode.
+    """
+    assert_one_epoch_trains_and_reports_its_ndcg(tmp_path, model)
 
 
 def chain_graph(n):
@@ -74,3 +80,84 @@ def test_normalisation_off_and_learnable_scale(tmp_path):
     config, _, train_data = built(tmp_path, "BERT4RecTFLLMER", learnable_norm_scale=True)
     model = build_model(config, train_data)
     assert any(name == "item_embedding.scale" for name, _ in model.named_parameters())
+
+
+def file_vectors(dataset, path=TEST_DATA / "genair-test" / "genair-test.itememb"):
+    """The `.itememb` vectors of items 1 .. n-1 in internal id order, read from the text file."""
+    x = np.zeros((dataset.item_num - 1, 24))
+    with open(path, encoding="utf-8") as f:
+        next(f)
+        for line in f:
+            token, vector = line.rstrip("\n").split("\t")
+            x[dataset.token2id(dataset.iid_field, token) - 1] = np.array(vector.split(), dtype=np.float64)
+    return x
+
+
+def reference_rec_pca(dataset, k, lam):
+    """Rec-PCA by hand: top-k eigenvectors of Xc^T (I - lam L) Xc, L = I - D^-1/2 A D^-1/2 over items 1..n-1.
+
+    A(i, j) = number of users whose training sequence (raw file, minus the last two items) holds both;
+    an item without co-occurrences gets a zero row and column in L.
+    """
+    n = dataset.item_num - 1
+    adjacency = np.zeros((n, n))
+    for items in raw_training_sequences().values():
+        ids = sorted(set(dataset.token2id(dataset.iid_field, items)))
+        for a in ids:
+            for b in ids:
+                if a != b:
+                    adjacency[a - 1, b - 1] += 1
+    degree = adjacency.sum(1)
+    inv_sqrt = np.where(degree > 0, 1 / np.sqrt(np.where(degree > 0, degree, 1)), 0.0)
+    laplacian = np.diag((degree > 0).astype(float)) - inv_sqrt[:, None] * adjacency * inv_sqrt[None, :]
+    xc = file_vectors(dataset)
+    xc = xc - xc.mean(0)
+    values, vectors = np.linalg.eigh(xc.T @ (np.eye(n) - lam * laplacian) @ xc)
+    return xc @ vectors[:, np.argsort(values)[::-1][:k]]
+
+
+def assert_equal_up_to_column_sign(got, expected):
+    signs = np.sign((got * expected).sum(0))
+    np.testing.assert_allclose(got * signs, expected, rtol=1e-4, atol=1e-4)
+
+
+def rec_pca_table(tmp_path, lam, **overrides):
+    config, dataset, train_data = built(tmp_path, "SASRecTFLLMER", recpca_dim=8, recpca_lambda=lam, **overrides)
+    return dataset, build_model(config, train_data).item_embedding.llm_table.double().numpy()
+
+
+def test_rec_pca_table_is_built_from_the_training_cooccurrence_laplacian(tmp_path):
+    """Fails if the Laplacian's rows are shifted against the items (row 0 padding kept instead of dropped)."""
+    dataset, table = rec_pca_table(tmp_path, 0.5)
+    assert not table[0].any()
+    assert_equal_up_to_column_sign(table[1:], reference_rec_pca(dataset, 8, 0.5))
+
+
+def test_lambda_zero_is_plain_pca_and_lambda_half_is_not(tmp_path):
+    """Fails if recpca_lambda does not reach pca_basis (every lambda then gives plain PCA)."""
+    dataset, plain = rec_pca_table(tmp_path / "0", 0.0)
+    _, rec = rec_pca_table(tmp_path / "half", 0.5)
+    assert_equal_up_to_column_sign(plain[1:], reference_rec_pca(dataset, 8, 0.0))
+    # the spans differ: their largest principal angle is about 18 degrees (cosine 0.95)
+    q0, q1 = np.linalg.qr(plain[1:])[0], np.linalg.qr(rec[1:])[0]
+    assert np.linalg.svd(q0.T @ q1, compute_uv=False).min() < 0.98
+
+
+def test_pairs_only_in_validation_and_test_change_nothing(tmp_path):
+    """One user's validation and test items are replaced by two items that user never saw: the
+    training split, and with it the Rec-PCA table of every item, stays the same.
+
+    Fails if the co-occurrence graph is counted on all interactions.
+    """
+    dataset, original = rec_pca_table(tmp_path / "original", 0.5)
+    folder = copy_dataset(tmp_path, "heldout")
+    inter = pd.read_csv(folder / "heldout.inter", sep="\t", dtype=str)
+    user = inter[inter.columns[0]] == "1"
+    seen = set(inter.loc[user, inter.columns[1]])
+    last_two = inter[user].sort_values(inter.columns[3], key=lambda t: t.astype(float)).index[-2:]
+    inter.loc[last_two, inter.columns[1]] = [t for t in map(str, range(1, 61)) if t not in seen][:2]
+    inter.to_csv(folder / "heldout.inter", sep="\t", index=False)
+    changed, table = rec_pca_table(tmp_path, 0.5, data_path=str(tmp_path / "data"), dataset="heldout")
+    tokens = [str(t) for t in range(1, 61)]
+    np.testing.assert_allclose(table[changed.token2id(changed.iid_field, tokens)],
+                               original[dataset.token2id(dataset.iid_field, tokens)], atol=1e-6)
