@@ -17,6 +17,7 @@ from conftest import DATASET, copy_dataset, tiny_config
 from recbole_genair.archetype import load_settings, run_archetype
 from recbole_genair.archetype.backends import load_llm, prompt_token_ids
 from recbole_genair.archetype.items import ItemFileError, build_prompt, read_items, resolve_field_map
+from recbole_genair.archetype.pipeline import make_prompts
 from recbole_genair.archetype.pooling import last_layer_states
 from recbole_genair.archetype.settings import SettingsError
 from recbole_genair.quick_start import run_recbole_genair
@@ -89,28 +90,43 @@ def test_teacher_forced_states_equal_generation_states_with_padding(tiny_llm_dir
 
 
 def test_killed_run_resumes_with_every_item_once(tmp_path, tiny_llm_dir):
+    """A run killed with SIGKILL resumes: the items it finished are never asked for again, every other item is
+    asked for once, and every item ends with one text and one vector. The kill comes at a fixed point, not after
+    a delay: a local server answers the first 6 requests and holds the 7th, so the run is killed while it waits
+    for its 4th batch, with 3 batches (6 items) written, however slow the machine."""
+    server = CompletionServer(empty_for=None, hold_after=6)
     folder = dataset_without_vectors(tmp_path, "killed")
-    args = [sys.executable, "-m", "recbole_genair.archetype", "--dataset=killed", f"--data_path={folder}",
-            f"--llm_model={tiny_llm_dir}", f"--prompt_fields={json.dumps(FIELDS)}", "--max_new_tokens=40",
-            "--batch_size=2", "--embed_batch_size=2", "--pca_components=4"]
-    log = folder / "killed.archetype-work" / "texts.jsonl"
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600  # a loaded machine generates slowly; the loop ends at 6 items
-    while time.time() < deadline and (not log.exists() or log.read_text().count("\n") < 6):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (folder / "killed.itememb").exists(), "the run finished before it could be killed"
-    done_before = log.read_text().count("\n")
-    assert subprocess.run(args, capture_output=True).returncode == 0
+    flags = [f"--data_path={folder}", f"--llm_model={tiny_llm_dir}", f"--prompt_fields={json.dumps(FIELDS)}",
+             "--backend=openai", f"--api_base={server.url}", "--api_model=tiny", "--api_timeout=3600",
+             "--batch_size=2", "--embed_batch_size=2", "--pca_components=4"]
+    output = tmp_path / "killed-run.log"
+    with open(output, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "recbole_genair.archetype", "--dataset=killed", *flags],
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 900  # only a failure waits that long; a pass waits for the held request
+        while not server.held.wait(0.1):
+            if proc.poll() is not None or time.time() > deadline:
+                pytest.fail(f"the run never asked for its 7th text:\n{output.read_text()[-3000:]}")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        server.release()
+    work = folder / "killed.archetype-work"
+    finished = [t["id"] for t in read_jsonl(work / "texts.jsonl")]
+    assert len(finished) == 6 and (work / "vectors.ids").read_text().split() == finished
+    assert not (folder / "killed.itememb").exists()
+    asked_before = len(server.requests)
+    settings = load_settings("killed", cmd_args=flags)
+    item_of = {prompt: item for item, prompt in make_prompts(settings)[1].items()}
+    run_archetype(settings)
+    server.httpd.shutdown()
     items = read_items(folder, "killed").ids
-    records = read_jsonl(folder / "killed.archetype")
-    assert sorted(r["id"] for r in records) == sorted(items)
-    texts = read_jsonl(log)
-    assert len(texts) == len({t["id"] for t in texts}) == len(items)  # every item generated exactly once
-    assert done_before >= 6
-    vector_ids = (folder / "killed.archetype-work" / "vectors.ids").read_text().split()
-    assert sorted(vector_ids) == sorted(items)
+    asked = [item_of[body["messages"][0]["content"]] for _, body in server.requests[asked_before:]]
+    assert sorted(asked) == sorted(set(items) - set(finished))
+    assert sorted(r["id"] for r in read_jsonl(folder / "killed.archetype")) == sorted(items)
+    assert sorted(t["id"] for t in read_jsonl(work / "texts.jsonl")) == sorted(items)
+    assert sorted((work / "vectors.ids").read_text().split()) == sorted(items)
 
 
 def test_prompt_follows_table_1_and_skips_empty_fields(tmp_path):
@@ -190,18 +206,30 @@ def test_shards_merge_into_the_same_outputs(tmp_path, tiny_llm_dir):
 
 
 class CompletionServer:
-    """A local OpenAI-compatible server: archetype = 'Fans of <first words>'; empty for item-3 prompts."""
+    """A local OpenAI-compatible server: archetype = 'Fans of <first words>'; empty for prompts holding `empty_for`.
 
-    def __init__(self):
+    With `hold_after=n` it answers the first n requests and holds the later ones until `release()`, then drops
+    them unanswered (their client is gone by then); `held` is set when the first one is held.
+    """
+
+    def __init__(self, empty_for="Office item 3 ", hold_after=None):
         self.requests = []
+        self.held, self.released, lock = threading.Event(), threading.Event(), threading.Lock()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append((self.path, body))
+                with lock:
+                    outer.requests.append((self.path, body))
+                    hold = hold_after is not None and len(outer.requests) > hold_after and not outer.released.is_set()
+                if hold:
+                    outer.held.set()
+                    outer.released.wait()
+                    return
                 prompt = body["messages"][0]["content"]
-                text = "" if "Office item 3 " in prompt else "Fans of " + prompt.split("The item name is ")[-1][:20]
+                empty = empty_for is not None and empty_for in prompt
+                text = "" if empty else "Fans of " + prompt.split("The item name is ")[-1][:20]
                 reply = {"choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}]}
                 data = json.dumps(reply).encode()
                 self.send_response(200)
@@ -216,6 +244,9 @@ class CompletionServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def release(self):
+        self.released.set()
 
 
 def test_openai_compatible_backend_writes_texts_and_retries_empty_ones(tmp_path, tiny_llm_dir):

@@ -80,7 +80,8 @@ class VectorStore:
         self.ids = []
         if self.ids_path.exists():
             _truncate_to_last_newline(self.ids_path)
-            self.ids = self.ids_path.read_text(encoding="utf-8").splitlines()
+            # only "\n" ends an id: str.splitlines() would also split at U+0085, U+2028, "\r", ... inside one
+            self.ids = self.ids_path.read_bytes().decode("utf-8").split("\n")[:-1]
         n_rows = self.rows_path.stat().st_size // self.row_bytes if self.rows_path.exists() else 0
         keep = min(len(self.ids), n_rows)
         if keep < len(self.ids):
