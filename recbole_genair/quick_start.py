@@ -13,8 +13,23 @@ from recbole.utils import get_environment, init_logger, init_seed, set_color
 from recbole_genair.config import PROPS_DIR, Config
 from recbole_genair.data import create_dataset
 from recbole_genair.data.itememb import itememb_path
+from recbole_genair.data.train_modes import all_position_loader
+from recbole_genair.model.all_positions import train_objective
 from recbole_genair.runtime import apply_speed_fixes, trusted_checkpoint_load, use_fast_dropout
 from recbole_genair.utils import get_model, get_trainer
+
+
+def prepare_data(config, dataset):
+    """RecBole's training, validation and test loaders of `dataset`.
+
+    With `train_mode: all_positions` the training loader gives each training sequence once per epoch
+    (`recbole_genair.data.train_modes`); the split and the validation and test loaders are RecBole's.
+    """
+    objective = train_objective(config.model_class, config["train_mode"])
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    if objective is not None:
+        train_data = all_position_loader(config, train_data, objective)
+    return train_data, valid_data, test_data
 
 
 def build_model(config, train_data):
@@ -62,9 +77,10 @@ def run_recbole_genair(
     logger.info(sys.argv)
     logger.info(config)
 
+    train_objective(config.model_class, config["train_mode"])  # refuse an unsupported mode before loading data
     dataset = create_dataset(config)
     logger.info(dataset)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
+    train_data, valid_data, test_data = prepare_data(config, dataset)
 
     model = build_model(config, train_data)
     logger.info(model)
@@ -123,7 +139,7 @@ def load_data_and_model(model_file):
     elif stored is not None:
         getLogger().warning(f"{itememb_path(config)} is missing: using the item vectors stored in {model_file}")
     dataset = create_dataset(config, llm_item_vectors=stored)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
+    train_data, valid_data, test_data = prepare_data(config, dataset)
     model = build_model(config, train_data)
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))

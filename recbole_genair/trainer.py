@@ -1,8 +1,11 @@
-"""The trainer for every model run through recbole_genair: RecBole's `Trainer` plus three hooks.
+"""The trainer for every model run through recbole_genair: RecBole's `Trainer` plus these hooks.
 
 - Loss hook: auxiliary losses computed by the trainer and added to the model's ranking loss; GenAIR's
   behavioural calibration (eqs. 9-14) is one, weighted by `alpha` and logged on its own line.
 - Epoch hook: models with `set_epoch(epoch)` are told the epoch before it starts (curricula).
+- Train-mode hook: with `train_mode: all_positions`, SASRec / GRU4Rec backbones take their ranking loss at
+  every position of the all-position batches (`recbole_genair.model.all_positions`), plus the model's
+  `auxiliary_losses`; BERT4Rec backbones keep their own loss on the whole windows.
 - Checkpoints get names no other run can share, and RecBole's can be read back on torch >= 2.6.
 - Evaluation hook: each user's target item and the training popularity are collected for the
   head/tail/cold group metrics of `recbole_genair.evaluation.group_metrics`.
@@ -18,7 +21,9 @@ from recbole.utils import get_local_time, set_color
 
 from recbole_genair.data.cooccurrence import cooccurrence_matrix
 from recbole_genair.data.popularity import item_popularity
+from recbole_genair.data.train_modes import NEXT_ITEM
 from recbole_genair.evaluation.group_metrics import TARGET_ITEMS, TRAIN_POPULARITY, collect_target_items
+from recbole_genair.model.all_positions import all_position_losses, train_objective
 from recbole_genair.model.layers import LLMItemEmbedding
 from recbole_genair.model.losses import BehaviouralCalibrationLoss
 from recbole_genair.runtime import trusted_checkpoint_load
@@ -57,6 +62,7 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
         super().__init__(config, model)
         self.alpha = float(config["alpha"] or 0.0)
         self.calibration = None
+        self.every_position = train_objective(type(model), config["train_mode"]) == NEXT_ITEM
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         self.collect_training_statistics(train_data)
@@ -97,6 +103,9 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
         embedding = getattr(self.model, "item_embedding", None)
         if self.alpha <= 0 or not isinstance(embedding, LLMItemEmbedding):
             return None
+        if not hasattr(self.model, "calibration_items"):
+            raise ValueError(f"alpha={self.alpha}: behavioural calibration is GenAIR's loss, and {type(self.model).__name__} "
+                             f"has none; remove alpha or use a GenAIR model.")
         counts = cooccurrence_matrix(train_data._dataset, window=self.config["cooccurrence_window"])
         self.logger.info(
             f"behavioural calibration: alpha={self.alpha}, gamma={self.config['gamma']}, t={self.config['t']}, "
@@ -112,14 +121,20 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         if hasattr(self.model, "set_epoch"):
             self.model.set_epoch(epoch_idx)
-        if loss_func is None and self.calibration is not None:
-            loss_func = self._loss_with_calibration
+        if loss_func is None:
+            loss_func = self._loss_with_calibration if self.calibration is not None else self._model_losses
         return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+
+    def _model_losses(self, interaction):
+        """The model's losses: `calculate_loss`, or with all_positions its ranking loss at every position."""
+        if self.every_position:
+            return all_position_losses(self.model, interaction)
+        return self.model.calculate_loss(interaction)
 
     def _loss_with_calibration(self, interaction):
         """L = L_rank + alpha * L_cal, with one projection of the item table per step."""
         with self.model.item_embedding.shared_table() as table:
-            losses = self.model.calculate_loss(interaction)
+            losses = self._model_losses(interaction)
             cal = self.calibration(table, self.model.calibration_items(interaction))
         losses = losses if isinstance(losses, tuple) else (losses,)
         return (*losses, self.alpha * cal)

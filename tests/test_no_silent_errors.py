@@ -252,3 +252,8 @@ def test_filtered_items_in_itememb_point_to_the_preprocessor_setting(tmp_path):
     with pytest.raises(ItemEmbeddingError, match=r"removed by RecBole's filtering.*item_inter_num_interval.*"
                                                  r"archetype preprocessor the same settings"):
         create_dataset(Config("SASRecGenAIR", config_dict={**config, "item_inter_num_interval": "[8,inf)"}))
+
+
+def test_calibration_weight_on_a_model_without_calibration_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"alpha=0\.1: behavioural calibration is GenAIR's loss, and SASRecTFLLMER"):
+        run_recbole_genair("SASRecTFLLMER", config_dict=tiny_config(tmp_path, alpha=0.1), saved=False)

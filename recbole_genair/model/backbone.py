@@ -1,6 +1,6 @@
 """The one way every LLM-enhanced model of the package plugs into RecBole's sequential backbones."""
 from recbole_genair.data.itememb import load_llm_item_table
-from recbole_genair.model.layers import ItemTable, LLMItemEmbedding, NormalizedLLMItemEmbedding
+from recbole_genair.model.layers import LLMItemEmbedding, NormalizedLLMItemEmbedding, shared_table
 
 
 class LLMItemEmbeddingMixin:
@@ -45,7 +45,5 @@ class LLMItemEmbeddingMixin:
 
     def calculate_loss(self, interaction):
         """The backbone's loss, with an `ItemTable` computed once for the whole step."""
-        if not isinstance(self.item_embedding, ItemTable):
-            return super().calculate_loss(interaction)
-        with self.item_embedding.shared_table():
+        with shared_table(self.item_embedding):
             return super().calculate_loss(interaction)

@@ -107,7 +107,7 @@ class FAERec(LLMItemEmbeddingMixin):
         return cosine_curriculum(self.epoch, *self.curriculum)
 
     def alignment_items(self, interaction):
-        """The distinct real items of the batch: its input sequences and targets."""
+        """The distinct real items of the batch: its input sequences and targets (every position's, all_positions)."""
         items = torch.cat([interaction[self.ITEM_SEQ].reshape(-1), interaction[self.POS_ITEM_ID].reshape(-1)])
         items = torch.unique(items)
         return items[(items > 0) & (items < self.n_items)]
@@ -123,11 +123,14 @@ class FAERec(LLMItemEmbeddingMixin):
         )
         return item_loss, feat_loss
 
-    def calculate_loss(self, interaction):
-        rec_loss = super().calculate_loss(interaction)
+    def auxiliary_losses(self, interaction):
+        """The weighted alignment losses, added to the ranking loss in either training mode."""
         item_loss, feat_loss = self.alignment_losses(interaction)
         w_item, w_feat = self.curriculum_weights()
-        return rec_loss, self.align_weight * w_item * item_loss, self.align_weight * w_feat * feat_loss
+        return self.align_weight * w_item * item_loss, self.align_weight * w_feat * feat_loss
+
+    def calculate_loss(self, interaction):
+        return (super().calculate_loss(interaction), *self.auxiliary_losses(interaction))
 
 
 class SASRecFAERec(FAERec, SASRec):

@@ -13,7 +13,7 @@ class GenAIR(LLMItemEmbeddingMixin):
     """What the GenAIR models add to a backbone; its defaults are in `props/model/GenAIR.yaml`."""
 
     def calibration_items(self, interaction):
-        """Target items of the batch, whose embeddings the calibration loss spreads apart."""
+        """Target items of the batch (every position's, all_positions), whose embeddings calibration spreads apart."""
         return interaction[self.POS_ITEM_ID]
 
 

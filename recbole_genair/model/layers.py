@@ -93,6 +93,11 @@ class ItemTable(nn.Module):
         return super()._load_from_state_dict(*args, **kwargs)
 
 
+def shared_table(embedding):
+    """`embedding.shared_table()` for an `ItemTable`; an `nn.Embedding` has no table to compute, so nothing to share."""
+    return embedding.shared_table() if isinstance(embedding, ItemTable) else contextlib.nullcontext()
+
+
 class LLMItemEmbedding(ItemTable):
     """Frozen LLM item table followed by a trainable projector (GenAIR eqs. 7-8)."""
 

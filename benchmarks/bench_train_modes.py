@@ -1,0 +1,161 @@
+"""Prefix vs all-position training (issue 16): time to early stopping and the NDCG@10 it reaches.
+
+    python benchmarks/bench_train_modes.py --datasets=ml-100k --seeds=2020,2021,2022
+    python benchmarks/bench_train_modes.py --datasets=amazon-office --data_path=$HOME/data --seeds=2020,2021,2022
+    python benchmarks/bench_train_modes.py --datasets=genair-test --data_path=tests/test_data --models=SASRec \\
+        --seeds=2020 --epochs=1 --load_col="{'inter': ['user_id', 'item_id', 'rating', 'timestamp']}"
+
+Each (dataset, model, train_mode, seed) trains in its own process through the package's data preparation,
+model and trainer, until early stopping or `epochs`, then tests the best checkpoint. Any other
+`--key=value` is a RecBole setting for every run (dataset YAML defaults apply; `epochs` defaults to 200 so
+that runs end by early stopping); `--all_positions_batch_size` sets `train_batch_size` of the
+all-position runs only (a window holds up to MAX_ITEM_LIST_LENGTH pairs). Prints per run and a table
+(mean and standard deviation over seeds): seconds per epoch, epochs run, best epoch, wall seconds to the
+end of training (validation included), best validation and test NDCG@10; then the ratios prefix /
+all_positions measured in this run. Run by hand; numbers go in the README, never into tests.
+"""
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+MODES = ("prefix", "all_positions")
+
+
+def measure(model, dataset, mode, seed, settings):
+    """Runs inside the child process; prints one JSON line."""
+    from recbole.utils import init_logger, init_seed
+
+    from recbole_genair.config import Config
+    from recbole_genair.data import create_dataset
+    from recbole_genair.quick_start import build_model, prepare_data
+    from recbole_genair.runtime import apply_speed_fixes
+    from recbole_genair.utils import get_trainer
+
+    apply_speed_fixes()
+    checkpoints = tempfile.mkdtemp(prefix="bench_train_modes-")
+    config_dict = {"epochs": 200, "state": "WARNING", "show_progress": False, "checkpoint_dir": checkpoints,
+                   **(settings["all_positions"] if mode == "all_positions" else {}),
+                   "train_mode": mode, "seed": seed}
+    config = Config(model, dataset, config_dict=config_dict, cmd_args=settings["cmd_args"])
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    data = create_dataset(config)
+    train_data, valid_data, test_data = prepare_data(config, data)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, build_model(config, train_data))
+
+    epoch_seconds, valid_scores = [], []
+    train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
+
+    def timed_train_epoch(*args, **kwargs):
+        start = time.perf_counter()
+        out = train_epoch(*args, **kwargs)
+        epoch_seconds.append(time.perf_counter() - start)
+        return out
+
+    def recorded_valid_epoch(*args, **kwargs):
+        score, result = valid_epoch(*args, **kwargs)
+        valid_scores.append(score)
+        return score, result
+
+    trainer._train_epoch, trainer._valid_epoch = timed_train_epoch, recorded_valid_epoch
+    start = time.perf_counter()
+    _, best_valid = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
+    wall = time.perf_counter() - start
+    test = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    best = max(valid_scores) if valid_scores else None
+    print(json.dumps({
+        "epoch_s": statistics.median(epoch_seconds), "epochs": len(epoch_seconds),
+        # RecBole keeps the last epoch that reaches the best score (early_stopping compares with >=)
+        "best_epoch": max(i for i, s in enumerate(valid_scores) if s == best) if valid_scores else None,
+        "early_stopped": len(epoch_seconds) < config["epochs"], "wall_s": wall, "steps_per_epoch": len(train_data),
+        "valid_ndcg10": best_valid.get("ndcg@10"), "test_ndcg10": test.get("ndcg@10"),
+    }))
+
+
+def mean_sd(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.4g} ± {sd:.2g}"
+
+
+def report(results, datasets, models, seeds):
+    columns = ("epoch_s", "epochs", "best_epoch", "wall_s", "valid_ndcg10", "test_ndcg10")
+    print("\n| dataset | model | train_mode | s/epoch | epochs | best epoch | wall s | valid NDCG@10 | test NDCG@10 | early stopped |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for dataset in datasets:
+        for model in models:
+            for mode in MODES:
+                runs = [results[(dataset, model, mode, s)] for s in seeds if (dataset, model, mode, s) in results]
+                if runs:
+                    cells = [mean_sd([r[c] for r in runs]) for c in columns]
+                    stopped = f"{sum(r['early_stopped'] for r in runs)}/{len(runs)}"
+                    print(f"| {dataset} | {model} | {mode} | " + " | ".join(cells) + f" | {stopped} |")
+    print("\nratios prefix / all_positions (means over seeds; test NDCG@10 difference all_positions - prefix in prefix sds):")
+    for dataset in datasets:
+        for model in models:
+            runs = {m: [results[(dataset, model, m, s)] for s in seeds if (dataset, model, m, s) in results] for m in MODES}
+            if not all(runs.values()):
+                continue
+            mean = {m: {c: statistics.mean(r[c] for r in runs[m]) for c in ("epoch_s", "wall_s", "test_ndcg10")}
+                    for m in MODES}
+            sd = statistics.stdev([r["test_ndcg10"] for r in runs["prefix"]]) if len(runs["prefix"]) > 1 else 0.0
+            diff = mean["all_positions"]["test_ndcg10"] - mean["prefix"]["test_ndcg10"]
+            print(f"  {dataset} {model}: s/epoch {mean['prefix']['epoch_s'] / mean['all_positions']['epoch_s']:.2f}x, "
+                  f"wall to early stopping {mean['prefix']['wall_s'] / mean['all_positions']['wall_s']:.2f}x, "
+                  f"test NDCG@10 {diff:+.4f}" + (f" ({diff / sd:+.2f} sd)" if sd > 0 else ""))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
+    parser.add_argument("--datasets", default="ml-100k,amazon-office")
+    parser.add_argument("--models", default="SASRec,SASRecGenAIR,GRU4Rec,GRU4RecGenAIR")
+    parser.add_argument("--seeds", default="2020,2021,2022")
+    parser.add_argument("--all_positions_batch_size", type=int, default=None,
+                        help="train_batch_size of the all_positions runs (default: the same as prefix runs)")
+    parser.add_argument("--output", default=None, help="also write every run's numbers to this JSON file")
+    parser.add_argument("--child", nargs=5, metavar=("MODEL", "DATASET", "MODE", "SEED", "SETTINGS"), help=argparse.SUPPRESS)
+    args, rest = parser.parse_known_args()
+    if args.child:
+        model, dataset, mode, seed, settings = args.child
+        measure(model, dataset, mode, int(seed), json.loads(settings))
+        return
+
+    given = [a.split("=", 1)[0] for a in rest if a.split("=", 1)[0] in ("--seed", "--train_mode")]
+    if given:
+        parser.error(f"{', '.join(given)} would be replaced by --seeds and by both training modes; leave it out")
+    settings = json.dumps({"cmd_args": rest, "all_positions": (
+        {"train_batch_size": args.all_positions_batch_size} if args.all_positions_batch_size else {})})
+    datasets, models = args.datasets.split(","), args.models.split(",")
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    results = {}
+    for dataset in datasets:
+        for model in models:
+            for seed in seeds:
+                for mode in MODES:
+                    cmd = [sys.executable, __file__, "--child", model, dataset, mode, str(seed), settings]
+                    out = subprocess.run(cmd, capture_output=True, text=True)
+                    if out.returncode != 0:
+                        print(f"{dataset} {model} {mode} seed {seed} failed:\n{out.stderr[-3000:]}", flush=True)
+                        continue
+                    r = results[(dataset, model, mode, seed)] = json.loads(out.stdout.strip().splitlines()[-1])
+                    print(f"{dataset:14s} {model:14s} {mode:13s} seed {seed}: {r['epoch_s']:7.2f} s/epoch "
+                          f"({r['steps_per_epoch']} steps), {r['epochs']:3d} epochs (best {r['best_epoch']}), "
+                          f"{r['wall_s']:8.1f} s, valid {r['valid_ndcg10']:.4f}, test {r['test_ndcg10']:.4f}", flush=True)
+    report(results, datasets, models, seeds)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            json.dump([{"dataset": d, "model": m, "train_mode": t, "seed": s, **r} for (d, m, t, s), r in results.items()],
+                      f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
