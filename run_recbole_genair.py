@@ -3,7 +3,7 @@
 Any RecBole setting can follow as --key=value (RecBole's command-line convention);
 --config_files takes YAML files separated by spaces.
 """
-from recbole_genair.quick_start import main
+from recbole_genair.commands.train import main
 
 if __name__ == "__main__":
     main()

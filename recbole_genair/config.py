@@ -8,11 +8,9 @@ from recbole.utils import ModelType
 
 import recbole_genair.evaluation  # noqa: F401  (registers the group metrics before any Config is built)
 from recbole_genair.config_keys import check_config_keys
+from recbole_genair.paths import DATASET_DIR, PACKAGE_ROOT, PROPS_DIR  # noqa: F401  (also imported from here)
 from recbole_genair.utils import get_model
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-PROPS_DIR = PACKAGE_ROOT / "props"
-DATASET_DIR = PACKAGE_ROOT / "dataset"
 RECBOLE_PROPS_DIR = Path(recbole.__file__).resolve().parent / "properties"
 
 

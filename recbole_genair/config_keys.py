@@ -12,6 +12,8 @@ from pathlib import Path
 import recbole
 import yaml
 
+from recbole_genair.paths import PACKAGE_ROOT, PROPS_DIR
+
 # `config["key"]`, `config_dict["key"]`, `self.config['key']` in library code
 _READ = re.compile(r"config(?:_dict)?\[\s*[\"']([A-Za-z_][A-Za-z0-9_]*)[\"']\s*\]")
 # Files whose top-level keys are not settings (dataset download addresses).
@@ -50,8 +52,6 @@ def _code_keys(folder):
 @functools.lru_cache(maxsize=1)
 def known_config_keys():
     """Every setting of RecBole 1.2.1 and of this package (a frozenset, computed once)."""
-    from recbole_genair.config import PACKAGE_ROOT, PROPS_DIR
-
     recbole_dir = Path(recbole.__file__).resolve().parent
     keys = _yaml_keys(recbole_dir / "properties") | _code_keys(recbole_dir) | _DYNAMIC
     keys |= _yaml_keys(PROPS_DIR / "model") | _yaml_keys(PROPS_DIR / "dataset") | _yaml_keys(PROPS_DIR / "protocol")

@@ -1,5 +1,8 @@
-"""One run function for every model, ours and RecBole's (no `recbole.quick_start`, no ray)."""
-import argparse
+"""One run function for every model, ours and RecBole's (no `recbole.quick_start`, no ray).
+
+`load_data_and_model` rebuilds a trained model from its checkpoint; the command line that calls
+these is `recbole_genair.commands`.
+"""
 import copy
 import logging
 import os
@@ -10,7 +13,8 @@ import torch
 from recbole.data import data_preparation
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
-from recbole_genair.config import PROPS_DIR, Config
+from recbole_genair import __version__
+from recbole_genair.config import Config
 from recbole_genair.data import create_dataset
 from recbole_genair.data.itememb import itememb_path
 from recbole_genair.data.train_modes import all_position_loader
@@ -120,16 +124,73 @@ def objective_function(config_dict=None, config_file_list=None, saved=True):
     return result
 
 
-def load_data_and_model(model_file):
+class CheckpointError(ValueError):
+    """A file that is not a checkpoint of our run function, or one that does not fit the data it was trained on."""
+
+
+_CHECKPOINT_HINT = ("give a .pth file that recbole_genair's run function saved (`python run_recbole_genair.py` writes "
+                    "it under checkpoint_dir and logs its path; a comparison records it in runs/<model>-seed<seed>.json)")
+
+
+def read_checkpoint(model_file):
+    """The dict that our run function saved in `model_file`; anything else is refused with the reason."""
+    if not os.path.isfile(model_file):
+        raise CheckpointError(f"no checkpoint at {model_file}: {_CHECKPOINT_HINT}")
+    try:
+        with trusted_checkpoint_load():
+            checkpoint = torch.load(model_file, map_location="cpu", weights_only=False)
+    except Exception as err:  # pickle, zip and torch errors alike: the file is not a checkpoint
+        raise CheckpointError(f"{model_file} is not a PyTorch checkpoint ({type(err).__name__}: {err}); "
+                              f"{_CHECKPOINT_HINT}") from None
+    if not isinstance(checkpoint, dict) or not {"config", "state_dict"} <= set(checkpoint):
+        held = (", ".join(repr(k) for k in list(checkpoint)[:4]) + (", ..." if len(checkpoint) > 4 else "")
+                if isinstance(checkpoint, dict) else f"a {type(checkpoint).__name__}")
+        raise CheckpointError(f"{model_file} is not a RecBole checkpoint: it has no 'config' and 'state_dict' "
+                              f"(it holds {held}); {_CHECKPOINT_HINT}")
+    config = checkpoint["config"]
+    if not isinstance(config, Config):
+        kind = f"{type(config).__module__}.{type(config).__name__}"
+        settings = getattr(config, "final_config_dict", None) or {}
+        raise CheckpointError(f"{model_file} was not written by recbole_genair's run function (its config is a {kind}, "
+                              f"e.g. from RecBole's own quick_start): train the model with `python run_recbole_genair.py "
+                              f"--model={settings.get('model', '...')} --dataset={settings.get('dataset', '...')}` "
+                              f"and load that checkpoint")
+    return checkpoint
+
+
+def check_same_items(checkpoint, dataset, model_file):
+    """Refuse a dataset whose item ids (in row order) are not those the checkpoint was trained on."""
+    stored = checkpoint.get("item_ids")
+    if stored is None:  # written before checkpoints held their ids: the weights' shapes are checked on load
+        return
+    current = [str(token) for token in dataset.field2id_token[dataset.iid_field]]
+    if list(stored) == current:
+        return
+    moved = [row for row in range(1, min(len(stored), len(current))) if stored[row] != current[row]]
+    example = f", e.g. row {moved[0]}: {stored[moved[0]]!r} at training, {current[moved[0]]!r} now" if moved else ""
+    raise CheckpointError(
+        f"{model_file} was trained on {len(stored) - 1} items of dataset {dataset.dataset_name!r}, but "
+        f"{dataset.config['data_path']} now gives {len(current) - 1} items, {len(moved)} of them in other rows{example}: "
+        f"the dataset's files changed since training, or data_path names another dataset. Restore the files the "
+        f"model was trained on, or train again on these."
+    )
+
+
+def load_data_and_model(model_file, data_path=None):
     """Rebuild config, data and model from a checkpoint written by our run function.
 
     LLM-enhanced models read their `.itememb` file if it is there, else the item vectors stored in the
-    checkpoint (the dataset's interaction files are still needed).
+    checkpoint (the dataset's interaction files are still needed). `data_path`: where the dataset's
+    files are now, if not where they were at training (the dataset folder or the folder holding it).
+    A file that is not such a checkpoint, or a dataset whose items are not those the model was trained
+    on, raises `CheckpointError`.
     """
     apply_speed_fixes()
-    with trusted_checkpoint_load():
-        checkpoint = torch.load(model_file, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(model_file)
     config = checkpoint["config"]
+    if data_path is not None:
+        inside = os.path.join(data_path, config["dataset"])
+        config.final_config_dict["data_path"] = inside if os.path.isdir(inside) else str(data_path)
     config.compatibility_settings()  # numpy aliases RecBole sets when a Config is built, not when unpickled
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
@@ -139,115 +200,20 @@ def load_data_and_model(model_file):
     elif stored is not None:
         getLogger().warning(f"{itememb_path(config)} is missing: using the item vectors stored in {model_file}")
     dataset = create_dataset(config, llm_item_vectors=stored)
+    check_same_items(checkpoint, dataset, model_file)
     train_data, valid_data, test_data = prepare_data(config, dataset)
     model = build_model(config, train_data)
-    model.load_state_dict(checkpoint["state_dict"])
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as err:
+        version = checkpoint.get("recbole_genair_version")
+        written = f"recbole_genair {version}" if version else "a recbole_genair that did not record its version"
+        reason = str(err).strip().splitlines()
+        raise CheckpointError(
+            f"{model_file}: its weights do not fit {config['model']} as recbole_genair {__version__} builds it on "
+            f"{config['dataset']} ({reason[-1].strip() if reason else err}). The checkpoint was written by "
+            f"{written}; if the dataset's files changed since training, restore them, else load it "
+            f"with the version that wrote it or train again."
+        ) from None
     model.load_other_parameter(checkpoint.get("other_parameter"))
     return config, model, dataset, train_data, valid_data, test_data
-
-
-# Flags of one mode only; given in another mode they would be ignored, so they are refused.
-MODE_FLAGS = {
-    "compare": ("models", "seeds", "extra_test_modes", "report_only", "output"),
-    "ablation": ("seeds", "extra_test_modes", "output", "model"),
-    "tune": ("params_file", "algo", "max_evals", "output", "model"),
-    "run": ("model",),
-}
-
-
-def parse_args(argv):
-    """(flags, RecBole `--key=value` pairs); flags are never abbreviated (`--seed` is not `--seeds`)."""
-    parser = argparse.ArgumentParser(
-        description="Train and evaluate a recbole_genair or RecBole model. Any other --key=value pair is a "
-        "RecBole config setting (e.g. --epochs=5 --train_batch_size=512).",
-        allow_abbrev=False,
-    )
-    parser.add_argument("--model", "-m", default=None, help="model name, ours or RecBole's (default SASRecGenAIR)")
-    parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name")
-    parser.add_argument("--config_files", default=None, help="YAML files, separated by spaces")
-    parser.add_argument("--compare", action="store_true", help="compare --models over --seeds (see README)")
-    parser.add_argument("--models", default=None, help="comma-separated; default SASRec,SASRecGenAIR")
-    parser.add_argument("--seeds", default=None,
-                        help="a count up to 100 (seeds 2020, 2021, ...) or a comma-separated list (one seed: 2022,); "
-                        "default 3")
-    parser.add_argument("--output", default=None, help="output folder of --compare / --tune (default results/...)")
-    parser.add_argument("--extra_test_modes", default=None,
-                        help="--compare: also test the trained models under these protocols, e.g. uni100")
-    parser.add_argument("--report_only", action="store_true",
-                        help="--compare: write the report from the finished runs in --output, train nothing")
-    parser.add_argument("--ablation", default="",
-                        help="label=folder,... of --compare outputs: one table of --model's runs across them")
-    parser.add_argument("--tune", action="store_true", help="search hyper-parameters with RecBole's HyperTuning")
-    parser.add_argument("--params_file", default=None,
-                        help="search space (RecBole format); default: the paper's grid in props/tuning/genair.hyper")
-    parser.add_argument("--algo", default=None, help="exhaustive (default) | random | bayes")
-    parser.add_argument("--max_evals", type=int, default=None, help="trials at most (default 100)")
-    args, rest = parser.parse_known_args(argv)
-    check_flags(args, rest)
-    return args, rest
-
-
-def _mode(args):
-    modes = [m for m in ("compare", "tune") if getattr(args, m)] + (["ablation"] if args.ablation else [])
-    if len(modes) > 1:
-        raise SystemExit(f"error: --{' and --'.join(modes)} cannot be combined; run them one after the other")
-    return modes[0] if modes else "run"
-
-
-def check_flags(args, rest):
-    """Refuse flags that the chosen mode would ignore, and `--seed` where `--seeds` sets it."""
-    mode = _mode(args)
-    given = [f for f in ("models", "seeds", "extra_test_modes", "output", "params_file", "algo", "max_evals", "model")
-             if getattr(args, f) is not None] + (["report_only"] if args.report_only else [])
-    ignored = [f for f in given if f not in MODE_FLAGS[mode]]
-    if ignored:
-        uses = {f: sorted(m for m, flags in MODE_FLAGS.items() if f in flags) for f in ignored}
-        hint = "; ".join(f"--{f} belongs to {' / '.join('--' + m if m != 'run' else 'a single run' for m in ms)}"
-                         for f, ms in uses.items())
-        hint += ". A comparison takes --models, a single run --model." if "model" in ignored or "models" in ignored else "."
-        raise SystemExit(f"error: {', '.join('--' + f for f in ignored)} would be ignored here: {hint}")
-    if rest and (mode == "ablation" or args.report_only):
-        raise SystemExit(f"error: {' '.join(rest)} would be ignored: --{'ablation' if mode == 'ablation' else 'report_only'} "
-                         f"reads finished runs and trains nothing")
-    seed = next((a for a in rest if a.startswith("--seed=")), None)
-    if seed and mode == "compare":
-        raise SystemExit(f"error: {seed} would be replaced by each seed of --seeds in --{mode}; "
-                         f"give --seeds={seed.split('=', 1)[1]}, for this one seed")
-
-
-def main(argv=None):
-    args, rest = parse_args(sys.argv[1:] if argv is None else argv)
-    config_files = args.config_files.strip().split(" ") if args.config_files else None
-    seeds = args.seeds or "3"
-    extra = [m for m in (args.extra_test_modes or "").split(",") if m]
-    if args.compare:
-        from recbole_genair.evaluation.compare import run_comparison
-
-        output = args.output or f"results/compare-{args.dataset}"
-        models = [m for m in (args.models or "SASRec,SASRecGenAIR").split(",") if m]
-        if args.report_only:
-            from recbole_genair.evaluation.compare import parse_seeds, write_report
-
-            return write_report(output, models, parse_seeds(seeds), extra)
-        return run_comparison(models, args.dataset, seeds, output, config_files, cmd_args=rest,
-                              extra_test_modes=extra)
-    model = args.model or "SASRecGenAIR"
-    if args.ablation:
-        from recbole_genair.evaluation.compare import ablation_report, parse_seeds
-
-        variants = dict(item.split("=", 1) for item in args.ablation.split(",") if item)
-        output = args.output or f"results/ablation-{args.dataset}"
-        tables = ablation_report(variants, model, parse_seeds(seeds), output, extra)
-        print("\n\n".join(tables.values()))
-        return tables
-    if args.tune:
-        from recbole_genair.tuning import run_tuning
-
-        output = args.output or f"results/tune-{model}-{args.dataset}"
-        return run_tuning(model, args.dataset, args.params_file or str(PROPS_DIR / "tuning" / "genair.hyper"), output,
-                          config_files, cmd_args=rest, algo=args.algo or "exhaustive", max_evals=args.max_evals or 100)
-    return run_recbole_genair(model, args.dataset, config_file_list=config_files, cmd_args=rest)
-
-
-if __name__ == "__main__":
-    main()

@@ -6,7 +6,9 @@
 - Train-mode hook: with `train_mode: all_positions`, SASRec / GRU4Rec backbones take their ranking loss at
   every position of the all-position batches (`recbole_genair.model.all_positions`), plus the model's
   `auxiliary_losses`; BERT4Rec backbones keep their own loss on the whole windows.
-- Checkpoints get names no other run can share, and RecBole's can be read back on torch >= 2.6.
+- Checkpoints get names no other run can share, and RecBole's can be read back on torch >= 2.6. They
+  also hold the raw item ids in row order and the package version, so that a checkpoint never loads
+  onto another dataset's items (`recbole_genair.quick_start.load_data_and_model`).
 - Evaluation hook: each user's target item and the training popularity are collected for the
   head/tail/cold group metrics of `recbole_genair.evaluation.group_metrics`.
 With no hook active it trains exactly like RecBole's `Trainer`.
@@ -19,6 +21,7 @@ import torch
 from recbole.trainer import Trainer
 from recbole.utils import get_local_time, set_color
 
+from recbole_genair import __version__
 from recbole_genair.data.cooccurrence import cooccurrence_matrix
 from recbole_genair.data.popularity import item_popularity
 from recbole_genair.data.train_modes import NEXT_ITEM
@@ -66,7 +69,29 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         self.collect_training_statistics(train_data)
+        dataset = train_data._dataset
+        self.item_ids = [str(token) for token in dataset.field2id_token[dataset.iid_field]]
         return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        """RecBole 1.2.1's checkpoint plus `item_ids` (raw ids in row order, row 0 padding) and our version."""
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        state = {
+            "config": self.config,
+            "epoch": epoch,
+            "cur_step": self.cur_step,
+            "best_valid_score": self.best_valid_score,
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
+            "item_ids": getattr(self, "item_ids", None),
+            "recbole_genair_version": __version__,
+        }
+        torch.save(state, saved_model_file, pickle_protocol=4)
+        if verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
     def collect_training_statistics(self, train_data):
         """Everything computed from the training split: calibration counts, item popularity for group metrics.

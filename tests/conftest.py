@@ -64,12 +64,17 @@ def built(tmp_path, model="SASRecGenAIR", **overrides):
     return config, dataset, train_data
 
 
-def raw_training_sequences():
-    """Each user's items in time order minus the last two (validation and test), from the raw file."""
+def raw_sequences():
+    """{raw user id: the user's raw item ids in time order}, read from the raw file."""
     inter = pd.read_csv(TEST_DATA / "genair-test" / "genair-test.inter", sep="\t")
     inter.columns = [c.split(":")[0] for c in inter.columns]
     inter = inter.sort_values(["user_id", "timestamp"], kind="stable")
-    return {u: list(g["item_id"].astype(str))[:-2] for u, g in inter.groupby("user_id")}
+    return {str(u): list(g["item_id"].astype(str)) for u, g in inter.groupby("user_id")}
+
+
+def raw_training_sequences():
+    """Each user's items in time order minus the last two (validation and test), from the raw file."""
+    return {int(u): items[:-2] for u, items in raw_sequences().items()}
 
 
 @pytest.fixture(autouse=True)

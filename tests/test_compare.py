@@ -19,11 +19,13 @@ from scipy import stats
 from conftest import copy_dataset, per_user_ndcg, raw_training_sequences, tiny_config
 from recbole_genair.config import Config
 from recbole_genair.data import create_dataset
-from recbole_genair.evaluation.compare import (ablation_report, markdown_table, paired_significance, parse_seeds, reference_for, run_comparison,
+from recbole_genair.commands.compare import run_comparison
+from recbole_genair.commands.train import main
+from recbole_genair.evaluation.compare import (ablation_report, markdown_table, paired_significance, parse_seeds, reference_for,
                                                summarise)
 from recbole_genair.evaluation.entropy import matrix_entropy
 from recbole_genair.evaluation.group_metrics import GROUP_METRICS, TARGET_ITEMS, TRAIN_POPULARITY, item_groups
-from recbole_genair.quick_start import build_model, load_data_and_model, main, run_recbole_genair
+from recbole_genair.quick_start import build_model, load_data_and_model, run_recbole_genair
 from recbole_genair.trainer import LLMRecTrainer
 
 

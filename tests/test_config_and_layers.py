@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from conftest import tiny_config
+from recbole_genair.commands.train import parse_args
 from recbole_genair.config import DATASET_DIR, Config
 from recbole_genair.model.layers import LLMItemEmbedding
-from recbole_genair.quick_start import parse_args
 
 
 def test_genair_model_inherits_backbone_and_package_defaults(tmp_path):

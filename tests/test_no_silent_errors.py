@@ -10,13 +10,14 @@ import pytest
 import torch
 
 from conftest import TEST_DATA, copy_dataset, tiny_config
+from recbole_genair.commands.compare import run_comparison
+from recbole_genair.commands.train import main, parse_args
 from recbole_genair.config import Config, ConfigFileError
 from recbole_genair.config_keys import ConfigKeyError
 from recbole_genair.data import create_dataset
 from recbole_genair.data.files import DatasetFilesError
 from recbole_genair.data.itememb import ItemEmbeddingError
-from recbole_genair.evaluation.compare import run_comparison
-from recbole_genair.quick_start import load_data_and_model, main, parse_args, run_recbole_genair
+from recbole_genair.quick_start import load_data_and_model, run_recbole_genair
 from recbole_genair.trainer import LLMRecTrainer
 from recbole_genair.utils import UnknownModelError, get_model
 

@@ -7,11 +7,11 @@ from conftest import TEST_DATA, assert_one_epoch_trains_and_reports_its_ndcg, ti
 from recbole.data import data_preparation
 from recbole_genair.archetype import load_settings
 from recbole_genair.archetype.items import build_prompt, preset_field_map
+from recbole_genair.commands.tune import run_tuning
 from recbole_genair.config import Config
 from recbole_genair.data import create_dataset
 from recbole_genair.quick_start import build_model
 from recbole_genair.trainer import LLMRecTrainer
-from recbole_genair.tuning import run_tuning
 
 # (header fixture, sample row, clauses the prompt must contain in this order)
 PRESET_CASES = {

@@ -1,21 +1,18 @@
-"""Models side by side: same split, evaluator and seeds; tables, significance, analysis and plots.
+"""The comparison report: tables, significance, analysis of a trained model, plots.
 
-    python run_recbole_genair.py --compare --models=SASRec,SASRecGenAIR --dataset=ml-100k --seeds=3
-
-Each (model, seed) run is saved as JSON under <output>/runs/ as soon as it finishes, so a rerun with
-the same output folder skips finished runs; a run in progress is locked, so several processes started
-with the same command share the work (each trains the runs no other has taken). Every LLM-enhanced model is held against its RecBole
-backbone when that is in the list (SASRecGenAIR against SASRec, GRU4RecGenAIR against GRU4Rec), any
-other model against the first one: the table gives the relative change of the mean and marks
-differences that a two-sided paired t-test across seeds finds significant (p < 0.05, as in the
-GenAIR paper). `extra_test_modes` (e.g. `uni100`, the papers' 100-negative protocol) evaluates the
-same trained models again and writes one more table per protocol (`table_uni100.md`).
+The runs are trained by `recbole_genair.commands.compare.run_comparison`, which saves each (model,
+seed) as JSON under <output>/runs/; this module reads them and writes the report. Every LLM-enhanced
+model is held against its RecBole backbone when that is in the list (SASRecGenAIR against SASRec,
+GRU4RecGenAIR against GRU4Rec), any other model against the first one: the table gives the relative
+change of the mean and marks differences that a two-sided paired t-test across seeds finds
+significant (p < 0.05, as in the GenAIR paper). With `extra_test_modes` (e.g. `uni100`, the papers'
+100-negative protocol) the same trained models were evaluated again: one more table per protocol
+(`table_uni100.md`).
 """
 import csv
 import json
 import logging
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +22,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from recbole_genair.data.popularity import item_popularity
 from recbole_genair.evaluation.entropy import entropy_by_popularity, head_tail_scatter
-from recbole_genair.evaluation.group_metrics import GROUP_METRICS
-from recbole_genair.locking import LockHeld, ProcessLock, describe_holder
 
 logger = logging.getLogger("recbole_genair.compare")
 TABLE_METRICS = ["ndcg@10", "hit@10", "headndcg@10", "tailndcg@10", "coldndcg@10"]
@@ -112,63 +107,6 @@ def parse_seeds(seeds):
             f"give 1 to {MAX_SEED_COUNT}, or list seeds with commas: --seeds={text}, runs seed {text} alone"
         )
     return [2020 + i for i in range(count)]
-
-
-def run_comparison(models, dataset, seeds, output, config_file_list=None, config_dict=None, cmd_args=None,
-                   extra_test_modes=()):
-    """Train and evaluate every model for every seed (skipping finished runs); write the report.
-
-    Runs that another process is training are skipped too; the report covers the runs finished when
-    this process ends (the last process to end writes the complete one).
-    """
-    from recbole_genair.quick_start import run_recbole_genair
-    from recbole_genair.utils import get_model
-
-    for model in models:  # a typo fails now, not after the models before it have trained
-        get_model(model)
-    output = Path(output)
-    (output / "runs").mkdir(parents=True, exist_ok=True)
-    seeds = parse_seeds(seeds)
-    base = dict(config_dict or {})
-    metrics = list(base.get("metrics") or ["Hit", "NDCG", "MRR"])
-    metrics += [m for m in GROUP_METRICS if m not in metrics]
-    for model in models:
-        for seed in seeds:
-            path = output / "runs" / f"{model}-seed{seed}.json"
-            if path.exists():
-                logger.info(f"skipping {model} seed {seed}: {path} exists")
-                continue
-            lock = ProcessLock(path.with_suffix(".lock"))
-            try:
-                lock.acquire()
-            except LockHeld as held:
-                logger.info(f"skipping {model} seed {seed}: {describe_holder(held.holder)} is training it")
-                continue
-            try:
-                if not path.exists():  # finished by another process between the check and the lock
-                    _run_one(run_recbole_genair, model, seed, seeds, dataset, output, path, config_file_list,
-                             {**base, "metrics": metrics}, cmd_args, extra_test_modes)
-            finally:
-                lock.path.unlink(missing_ok=True)  # a process that opened it before sees the JSON and skips
-                lock.release()
-    return write_report(output, models, seeds, extra_test_modes)
-
-
-def _run_one(run, model, seed, seeds, dataset, output, path, config_file_list, base, cmd_args, extra_test_modes):
-    settings = {**base, "seed": seed, "checkpoint_dir": str(output / "checkpoints")}
-    result = run(
-        model, dataset, config_file_list, settings, cmd_args=cmd_args, saved=True, extra_test_modes=extra_test_modes,
-        inspect=lambda c, m, tr, te, first=(seed == seeds[0]): analyse(c, m, tr, te, scatter=first),
-    )
-    record = {
-        "model": model, "seed": seed, "dataset": dataset,
-        "valid": dict(result["best_valid_result"]), "test": dict(result["test_result"]),
-        "eval_mode": result["eval_mode"], "extra_test": result["extra_test_results"],
-        "checkpoint": result["saved_model_file"], **result["analysis"],
-    }
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(path)
 
 
 def load_runs(output, models, seeds):

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import yaml
 
+from recbole_genair.quick_start import run_recbole_genair
+
 
 def run_tuning(model, dataset, params_file, output, config_file_list=None, config_dict=None, cmd_args=None,
                algo="exhaustive", max_evals=100, early_stop=10):
+    """Search `params_file`'s space for `model` on `dataset`; write trials.csv, trials.md and best.yaml to `output`."""
     from recbole.trainer.hyper_tuning import HyperTuning
-
-    from recbole_genair.quick_start import run_recbole_genair
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)

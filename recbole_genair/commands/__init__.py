@@ -1,0 +1,9 @@
+"""The command layer: each entry point parses its arguments, then calls the library below it.
+
+- `train`: `run_recbole_genair.py` / `recbole-genair`: one run, or `--compare`, `--ablation`, `--tune`
+- `compare`: the driver that trains every (model, seed) of a comparison, then writes its report
+- `tune`: hyper-parameter search with RecBole's `HyperTuning`
+- `recommend`: `python -m recbole_genair.recommend`: top-k items of a trained model, or its item table
+
+Nothing below this layer imports it.
+"""

@@ -1,0 +1,66 @@
+"""Top-k items of a trained model for a history of raw item ids, or its item table for an ANN index.
+
+    python -m recbole_genair.recommend --checkpoint=saved/SASRecGenAIR-....pth --history="242,302,377" --k=10
+    python -m recbole_genair.recommend --checkpoint=saved/SASRecGenAIR-....pth --export=exported/
+
+Prints one tab-separated line per recommended item (history number from 0, rank, item id, score), best first;
+`--history` may be given several times (a batch). `--export` writes `item_vectors.npy` and
+`item_ids.json` (see `recbole_genair.recommender.Recommender.export`).
+"""
+import argparse
+import sys
+
+from recbole_genair.data.files import DatasetFilesError
+from recbole_genair.recommender import Recommender
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m recbole_genair.recommend",
+        description="Recommend with a checkpoint saved by run_recbole_genair.py (it needs the dataset's files, "
+        "not its .itememb file).",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--checkpoint", required=True, help="the .pth file the run saved")
+    parser.add_argument("--data_path", default=None,
+                        help="where the dataset's files are now, if they moved since training")
+    parser.add_argument("--history", action="append", default=None,
+                        help="raw item ids, oldest first, separated by commas; give it again for more histories")
+    parser.add_argument("--k", type=int, default=10, help="items per history (default 10)")
+    parser.add_argument("--include_seen", action="store_true", help="also recommend the history's own items")
+    parser.add_argument("--unknown", choices=("error", "skip"), default="error",
+                        help="item ids the model does not know: refuse them (default) or leave them out")
+    parser.add_argument("--export", default=None, help="folder for item_vectors.npy and item_ids.json")
+    args = parser.parse_args(argv)
+    if args.history is None and args.export is None:
+        parser.error("give --history (items to recommend for) or --export (a folder for the item table), or both")
+    return args
+
+
+def main(argv=None):
+    """Parse `argv` (default `sys.argv[1:]`), print the recommendations and export the table if asked."""
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        recommender = Recommender.load(args.checkpoint, data_path=args.data_path)
+        results = []
+        if args.history is not None:
+            histories = [[item.strip() for item in text.split(",") if item.strip()] for text in args.history]
+            results = recommender.recommend(histories, k=args.k, exclude_seen=not args.include_seen,
+                                            unknown=args.unknown)
+        paths = recommender.export(args.export) if args.export else ()
+    except (ValueError, DatasetFilesError) as err:  # the package's errors for people: bad input, checkpoint, data
+        raise SystemExit(f"error: {err}") from None
+    if results:
+        print("history\trank\titem_id\tscore")
+    for n, result in enumerate(results):
+        if result.skipped:
+            print(f"history {n}: left out unknown item ids {', '.join(result.skipped)}", file=sys.stderr)
+        for rank, (item, score) in enumerate(zip(result.items, result.scores), 1):
+            print(f"{n}\t{rank}\t{item}\t{score:.6g}")
+    for path in paths:
+        print(f"wrote {path}", file=sys.stderr)
+    return results
+
+
+if __name__ == "__main__":
+    main()

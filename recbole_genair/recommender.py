@@ -1,0 +1,294 @@
+"""Use a trained model: top-k items for histories of raw item ids, and its item table for an ANN index.
+
+    from recbole_genair.recommender import Recommender
+
+    rec = Recommender.load("saved/SASRecGenAIR-seed2020-....pth")
+    rec.recommend([["242", "302", "377"], ["51"]], k=10)  # one Recommendation per history, best first
+    rec.export("exported/")                               # item_vectors.npy + item_ids.json
+
+A history is a list of raw item ids (the `item_id` tokens of the dataset's files), oldest first; the
+model reads its `MAX_ITEM_LIST_LENGTH` most recent items. The scores are those of the model's
+`full_sort_predict` on the interaction that RecBole's evaluation builds for the same history (item
+rows left-aligned, zero-padded, with the history's length; BERT4Rec appends its mask token there).
+Row 0 of the item table (padding) and BERT4Rec's mask token are never candidates.
+
+The model and its catalogue are held as one snapshot that each call reads once: a step that appends
+rows to the item table (items added from their text) can replace both at once while calls run.
+"""
+import json
+import numbers
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from recbole.data.interaction import Interaction
+from recbole.model.sequential_recommender import BERT4Rec, GRU4Rec, SASRec
+from recbole.utils import ModelType
+
+from recbole_genair.quick_start import CheckpointError, load_data_and_model
+
+UNKNOWN_IDS = ("error", "skip")
+# Backbones whose score is the inner product of a history vector with `item_embedding` rows (+ BERT4Rec's bias).
+INNER_PRODUCT_BACKBONES = (SASRec, GRU4Rec, BERT4Rec)
+_MAX_LISTED = 10
+
+
+class RecommendError(ValueError):
+    """A request the model cannot answer as asked: unknown item ids, an empty history, k beyond the catalogue."""
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The top-k of one history: raw item ids best first, their scores, and the unknown ids skipped."""
+
+    items: tuple
+    scores: tuple
+    skipped: tuple = ()
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    model: torch.nn.Module
+    item_ids: tuple  # item_ids[j] is row j + 1 of the model's item table
+    rows: dict  # raw id -> row
+
+
+class Recommender:
+    """A trained sequential model that ranks its catalogue for raw item-id histories.
+
+    Works for every model of recbole_genair and for RecBole's own sequential models that score from
+    the item sequence alone (SASRec, GRU4Rec, BERT4Rec, ...). `item_ids` are the raw ids of the
+    catalogue in the model's row order (row j + 1 of its item table, row 0 being padding); the columns
+    of `score()` and the rows of `item_vectors()` follow that order.
+    """
+
+    def __init__(self, model, item_ids, config=None, checkpoint=None):
+        """`model`: a trained RecBole sequential model; `item_ids`: raw ids of its item rows 1, 2, ... in order."""
+        name = type(model).__name__
+        if getattr(model, "type", None) != ModelType.SEQUENTIAL:
+            raise RecommendError(f"{name} is not a sequential model: the Recommender ranks items for item histories, "
+                                 f"which sequential models do (SASRec, GRU4Rec, BERT4Rec and recbole_genair's)")
+        item_ids = tuple(str(i) for i in item_ids)
+        if len(item_ids) != model.n_items - 1:
+            raise ValueError(f"{len(item_ids)} item ids for the {model.n_items - 1} item rows of {name}")
+        self.config = config
+        self.checkpoint = None if checkpoint is None else str(checkpoint)
+        self.batch_size = int(config["eval_batch_size"]) if config is not None else 256
+        self._snapshot = _Snapshot(model.eval(), item_ids, {item: row for row, item in enumerate(item_ids, 1)})
+
+    @classmethod
+    def load(cls, checkpoint, data_path=None):
+        """The model saved in `checkpoint` by our run function, on the dataset it was trained on.
+
+        Needs the dataset's files (not the `.itememb`): where they were at training, or in `data_path`
+        (the dataset folder or the folder holding it). Raises `CheckpointError` for a file that is not
+        such a checkpoint, a dataset whose items changed, or a model that does not rank histories.
+        """
+        config, model, dataset, *_ = load_data_and_model(checkpoint, data_path=data_path)
+        if config["MODEL_TYPE"] != ModelType.SEQUENTIAL:
+            raise CheckpointError(f"{checkpoint} holds {config['model']}, a {config['MODEL_TYPE'].name.lower()} model: "
+                                  f"the Recommender ranks items for item histories, which sequential models do; "
+                                  f"train one, e.g. `python run_recbole_genair.py --model=SASRecGenAIR`")
+        item_ids = dataset.field2id_token[dataset.iid_field][1:]
+        return cls(model, item_ids, config, checkpoint)
+
+    @property
+    def model(self):
+        return self._snapshot.model
+
+    @property
+    def item_ids(self):
+        """Raw ids of the catalogue, in row order: `item_ids[j]` is row j + 1 of the item table."""
+        return self._snapshot.item_ids
+
+    @property
+    def max_history(self):
+        """How many of a history's most recent items the model reads (`MAX_ITEM_LIST_LENGTH`)."""
+        return self._snapshot.model.max_seq_length
+
+    def __repr__(self):
+        dataset = f" on {self.config['dataset']}" if self.config is not None else ""
+        return (f"Recommender({type(self.model).__name__}{dataset}: {len(self.item_ids)} items, "
+                f"histories of up to {self.max_history} items)")
+
+    def recommend(self, histories, k=10, exclude_seen=True, unknown="error"):
+        """One `Recommendation` per history: the k best items (raw ids, best first) and their scores.
+
+        `histories`: a batch, a list of histories, each a list of raw item ids, oldest first.
+        `exclude_seen`: leave out the items of the history (all of it, not only the part the model reads).
+        `unknown`: "error" refuses ids that are not in the catalogue (all are listed), "skip" leaves them
+        out and lists them in `Recommendation.skipped`.
+        """
+        snapshot = self._snapshot
+        k = self._check_k(snapshot, k)
+        resolved = self._resolve(snapshot, histories, unknown)
+        seen = [sorted(set(rows)) if exclude_seen else [] for rows, _ in resolved]
+        for n, rows in enumerate(seen):
+            left = len(snapshot.item_ids) - len(rows)
+            if k > left:
+                raise RecommendError(f"k={k} is larger than the {left} items left for history {n}: the catalogue's "
+                                     f"{len(snapshot.item_ids)} items minus the {len(rows)} it holds (exclude_seen=True); "
+                                     f"ask for k <= {left} or pass exclude_seen=False")
+        scores = self._scores(snapshot, [rows for rows, _ in resolved])
+        for n, rows in enumerate(seen):
+            scores[n, [row - 1 for row in rows]] = -torch.inf
+        top = torch.topk(scores, k, dim=1)
+        return [
+            Recommendation(tuple(snapshot.item_ids[j] for j in columns), tuple(values), tuple(skipped))
+            for columns, values, (_, skipped) in zip(top.indices.tolist(), top.values.tolist(), resolved)
+        ]
+
+    def score(self, histories, unknown="error"):
+        """The model's score of every catalogue item for each history, `len(histories) x len(item_ids)` float32.
+
+        Column j is item `item_ids[j]`; the values are `full_sort_predict`'s for the same history.
+        """
+        snapshot = self._snapshot
+        resolved = self._resolve(snapshot, histories, unknown)
+        return self._scores(snapshot, [rows for rows, _ in resolved]).numpy()
+
+    def item_vectors(self):
+        """The item table the model scores with, `len(item_ids) x d` float32; row j is item `item_ids[j]`.
+
+        `score()` = `query_vectors()` @ `item_vectors().T`. BERT4Rec adds a per-item bias to the inner
+        product: for its models the last column is that bias, and the query's last entry is 1.
+        """
+        model, n = self._snapshot.model, len(self._snapshot.item_ids)
+        self._check_inner_product(model)
+        with torch.no_grad():
+            table = model.item_embedding.weight[1: n + 1]
+            if isinstance(model, BERT4Rec):
+                table = torch.cat([table, model.output_bias[1: n + 1].unsqueeze(1)], dim=1)
+        return table.detach().float().cpu().numpy()
+
+    def query_vectors(self, histories, unknown="error"):
+        """The vector each history is scored with, `len(histories) x d` float32 (see `item_vectors`)."""
+        snapshot = self._snapshot
+        model = snapshot.model
+        self._check_inner_product(model)
+        sequences = [rows for rows, _ in self._resolve(snapshot, histories, unknown)]
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(sequences), self.batch_size):
+                interaction = self._interaction(model, sequences[start: start + self.batch_size])
+                items, lengths = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
+                if isinstance(model, BERT4Rec):  # as its full_sort_predict: the mask token after the history
+                    hidden = model.gather_indexes(model.forward(model.reconstruct_test_data(items, lengths)), lengths - 1)
+                    hidden = torch.cat([hidden, hidden.new_ones(len(hidden), 1)], dim=1)
+                else:
+                    hidden = model.forward(items, lengths)
+                out.append(hidden.float().cpu())
+        return torch.cat(out).numpy()
+
+    def export(self, folder):
+        """Write `item_vectors.npy` (`item_vectors()`) and `item_ids.json` (raw ids in row order) into `folder`.
+
+        For an approximate-nearest-neighbour index: query it with `query_vectors()` by inner product.
+        Returns the two paths.
+        """
+        snapshot = self._snapshot
+        vectors = self.item_vectors()
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "item_ids": list(snapshot.item_ids),
+            "rows": "row j of item_vectors.npy is item_ids[j]",
+            "score": "inner product of a history's query vector (Recommender.query_vectors) with a row",
+            "bias_column": isinstance(snapshot.model, BERT4Rec),
+            "model": type(snapshot.model).__name__,
+            "dataset": self.config["dataset"] if self.config is not None else None,
+            "checkpoint": self.checkpoint,
+            "shape": list(vectors.shape),
+        }
+        paths = folder / "item_vectors.npy", folder / "item_ids.json"
+        tmp = folder / f".item_vectors-{os.getpid()}.npy", folder / f".item_ids-{os.getpid()}.json"
+        np.save(tmp[0], vectors)
+        tmp[1].write_text(json.dumps(meta, indent=1, ensure_ascii=False), encoding="utf-8")
+        for source, target in zip(tmp, paths):
+            source.replace(target)
+        return paths
+
+    def _check_k(self, snapshot, k):
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise RecommendError(f"k={k!r}: give a whole number of items, at least 1")
+        if k > len(snapshot.item_ids):
+            raise RecommendError(f"k={k} is larger than the {len(snapshot.item_ids)} items {type(snapshot.model).__name__} "
+                                 f"can recommend (its catalogue); ask for k <= {len(snapshot.item_ids)}")
+        return int(k)
+
+    @staticmethod
+    def _check_inner_product(model):
+        if not isinstance(model, INNER_PRODUCT_BACKBONES):
+            raise RecommendError(f"{type(model).__name__} is not built on SASRec, GRU4Rec or BERT4Rec, whose scores are "
+                                 f"an inner product with item_embedding rows: use score() or recommend() for it")
+
+    def _resolve(self, snapshot, histories, unknown):
+        """[(rows of the history's known items, unknown ids skipped)], or a `RecommendError` naming what is wrong."""
+        if unknown not in UNKNOWN_IDS:
+            raise RecommendError(f"unknown={unknown!r}: give 'error' (refuse unknown item ids) or 'skip' (leave them out)")
+        if isinstance(histories, (str, bytes)) or not hasattr(histories, "__iter__"):
+            raise RecommendError(f"histories={histories!r:.60}: give a list of histories, each a list of raw item ids")
+        histories = list(histories)
+        if not histories:
+            raise RecommendError("no histories given: pass a list of histories, each a list of raw item ids (oldest first)")
+        resolved, missing = [], {}
+        for n, history in enumerate(histories):
+            if isinstance(history, (str, bytes)) or not hasattr(history, "__iter__"):
+                raise RecommendError(f"history {n} is {history!r:.40}, not a list of item ids: `histories` is a batch; "
+                                     f"for one history pass [history]")
+            ids = [str(item) for item in history]
+            if not ids:
+                raise RecommendError(f"history {n} is empty: give at least one raw item id (oldest first), or leave "
+                                     f"the history out of the batch")
+            rows = [snapshot.rows.get(item) for item in ids]
+            skipped = [item for item, row in zip(ids, rows) if row is None]
+            if skipped:
+                missing[n] = skipped
+            rows = [row for row in rows if row is not None]
+            if not rows and unknown == "skip":
+                raise RecommendError(f"history {n} has no item of the catalogue: all its ids are unknown "
+                                     f"({_listed(skipped)}); give ids of items the model was trained on")
+            resolved.append((rows, skipped))
+        if missing and unknown == "error":
+            count = sum(len(ids) for ids in missing.values())
+            where = "; ".join(f"history {n}: {_listed(ids)}" for n, ids in list(missing.items())[:_MAX_LISTED])
+            more = f"; and {len(missing) - _MAX_LISTED} more histories" if len(missing) > _MAX_LISTED else ""
+            raise RecommendError(
+                f"{count} item id{'s are' if count > 1 else ' is'} not in the catalogue of {type(snapshot.model).__name__} "
+                f"({len(snapshot.item_ids)} items, raw ids such as {snapshot.item_ids[0]!r}): {where}{more}. "
+                f"Check the ids against the dataset's item_id column, or pass unknown='skip' (--unknown=skip) to leave them out."
+            )
+        return resolved
+
+    def _interaction(self, model, sequences):
+        """RecBole's evaluation input for these histories: the most recent items left-aligned, zero-padded."""
+        length = model.max_seq_length
+        items = torch.zeros(len(sequences), length, dtype=torch.long)
+        for n, rows in enumerate(sequences):
+            rows = rows[-length:]
+            items[n, : len(rows)] = torch.tensor(rows, dtype=torch.long)
+        lengths = torch.tensor([min(len(rows), length) for rows in sequences], dtype=torch.long)
+        return Interaction({model.ITEM_SEQ: items, model.ITEM_SEQ_LEN: lengths}).to(getattr(model, "device", "cpu"))
+
+    def _scores(self, snapshot, sequences):
+        """`full_sort_predict` over the catalogue's columns (padding and mask rows dropped), float32 on the CPU."""
+        model, n = snapshot.model, len(snapshot.item_ids)
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(sequences), self.batch_size):
+                chunk = sequences[start: start + self.batch_size]
+                try:
+                    scores = model.full_sort_predict(self._interaction(model, chunk))
+                except KeyError as err:
+                    raise RecommendError(f"{type(model).__name__} scores with the field {err} besides the item history; "
+                                         f"the Recommender serves models that rank from the history alone (SASRec, "
+                                         f"GRU4Rec, BERT4Rec and recbole_genair's)") from None
+                out.append(scores.view(len(chunk), -1)[:, 1: n + 1].float().cpu())
+        return torch.cat(out)
+
+
+def _listed(ids):
+    shown = ", ".join(repr(i) for i in ids[:_MAX_LISTED])
+    return shown + (f" and {len(ids) - _MAX_LISTED} more" if len(ids) > _MAX_LISTED else "")
