@@ -1,3 +1,4 @@
+import contextlib
 import math
 import shutil
 import sys
@@ -138,3 +139,12 @@ def assert_one_epoch_trains_and_reports_its_ndcg(tmp_path, model, **overrides):
     assert len(users) == 50
     assert result["test_result"]["ndcg@10"] == pytest.approx(sum(n for _, n in users) / len(users), abs=1e-4)
     return result
+
+
+@contextlib.contextmanager
+def working_in(folder):
+    """For module-scoped fixtures: RecBole's ./log under `folder` and no foreign argv (as `isolated_run`)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.setattr(sys, "argv", ["pytest"])
+        yield folder

@@ -3,7 +3,6 @@ import csv
 import json
 import math
 import shutil
-import sys
 from collections import Counter
 
 import numpy as np
@@ -16,7 +15,7 @@ from recbole.evaluator.collector import DataStruct
 from recbole.utils import init_seed
 from scipy import stats
 
-from conftest import copy_dataset, per_user_ndcg, raw_training_sequences, tiny_config
+from conftest import copy_dataset, per_user_ndcg, raw_training_sequences, tiny_config, working_in
 from recbole_genair.config import Config
 from recbole_genair.data import create_dataset
 from recbole_genair.commands.compare import run_comparison
@@ -251,9 +250,7 @@ def test_a_model_with_fewer_seeds_says_so_and_has_no_std():
 def comparison(tmp_path_factory):
     """SASRec and SASRecGenAIR over seeds 2020 and 2021 on the tiny dataset, with a uni100 table; run once."""
     out = tmp_path_factory.mktemp("comparison")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(out)
-        mp.setattr(sys, "argv", ["pytest"])
+    with working_in(out):
         report = run_comparison(["SASRec", "SASRecGenAIR"], "genair-test", "2", out / "cmp",
                                 config_dict=tiny_config(out), extra_test_modes=["uni100"])
     return out / "cmp", report

@@ -8,7 +8,7 @@ import pytest
 import torch
 from recbole.config import Config as RecBoleConfig
 
-from conftest import DATASET, TEST_DATA, copy_dataset, raw_sequences, tiny_config
+from conftest import DATASET, TEST_DATA, copy_dataset, raw_sequences, tiny_config, working_in
 from recbole_genair.commands.recommend import main
 from recbole_genair.data.files import DatasetFilesError
 from recbole_genair.model import __all__ as OUR_MODELS
@@ -27,9 +27,7 @@ def trained(tmp_path_factory):
     def get(model):
         if model not in cache:
             folder = tmp_path_factory.mktemp(model)
-            with pytest.MonkeyPatch.context() as patch:
-                patch.chdir(folder)
-                patch.setattr(sys, "argv", ["pytest"])
+            with working_in(folder):
                 checkpoint = run_recbole_genair(model, config_dict=tiny_config(folder), saved=True)["saved_model_file"]
                 cache[model] = checkpoint, Recommender.load(checkpoint)
         return cache[model]

@@ -4,6 +4,7 @@
 - `compare`: the driver that trains every (model, seed) of a comparison, then writes its report
 - `tune`: hyper-parameter search with RecBole's `HyperTuning`
 - `recommend`: `python -m recbole_genair.recommend`: top-k items of a trained model, or its item table
+- `serve`: `python -m recbole_genair.serve`: the same model behind an HTTP service (`recbole_genair.serving`)
 
 Nothing below this layer imports it.
 """

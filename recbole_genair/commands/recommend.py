@@ -14,16 +14,24 @@ from recbole_genair.data.files import DatasetFilesError
 from recbole_genair.recommender import Recommender
 
 
-def parse_args(argv):
+def checkpoint_parser(prog, does):
+    """A parser (no abbreviated flags) with `--checkpoint` and `--data_path`, the arguments of `Recommender.load`.
+
+    `does`: what the command does with the checkpoint ("Recommend with", "Serve ... over HTTP").
+    """
     parser = argparse.ArgumentParser(
-        prog="python -m recbole_genair.recommend",
-        description="Recommend with a checkpoint saved by run_recbole_genair.py (it needs the dataset's files, "
-        "not its .itememb file).",
-        allow_abbrev=False,
+        prog=prog, allow_abbrev=False,
+        description=f"{does} a checkpoint saved by run_recbole_genair.py (it needs the dataset's files, not its "
+        f".itememb file).",
     )
     parser.add_argument("--checkpoint", required=True, help="the .pth file the run saved")
     parser.add_argument("--data_path", default=None,
                         help="where the dataset's files are now, if they moved since training")
+    return parser
+
+
+def parse_args(argv):
+    parser = checkpoint_parser("python -m recbole_genair.recommend", "Recommend with")
     parser.add_argument("--history", action="append", default=None,
                         help="raw item ids, oldest first, separated by commas; give it again for more histories")
     parser.add_argument("--k", type=int, default=10, help="items per history (default 10)")

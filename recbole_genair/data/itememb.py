@@ -284,8 +284,8 @@ def _view_widths_from_meta(meta_path, path):
     with open(meta_path, encoding="utf-8") as f:
         meta = json.load(f)
     recorded = meta.get("itememb_sha256")
-    fix = (f"regenerate both with the archetype preprocessor (--pca_only=True redoes them from its stored "
-           f"vectors), or give the widths as llm_view_widths: [prefill, decoding]")
+    fix = ("regenerate both with the archetype preprocessor (--pca_only=True redoes them from its stored "
+           "vectors), or give the widths as llm_view_widths: [prefill, decoding]")
     if recorded is None:
         raise ItemEmbeddingError(f"{meta_path} has no checksum of the file it describes, so its view widths may "
                                  f"belong to another {os.path.basename(path)}; {fix}.")

@@ -1,0 +1,209 @@
+"""Serve a trained model over HTTP (issue 18, item 4): a really started `python -m recbole_genair.serve`, a real client.
+
+One SASRecGenAIR is trained per module on the tiny dataset, one server is started on it; each answer is compared
+with `Recommender.recommend` on the same checkpoint in this process.
+"""
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from conftest import DATASET, tiny_config, working_in
+from recbole_genair import __version__
+from recbole_genair.quick_start import run_recbole_genair
+from recbole_genair.recommender import Recommender, RecommendError
+
+MODEL = "SASRecGenAIR"
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(checkpoint, Recommender) of one epoch of SASRecGenAIR on the tiny dataset."""
+    folder = tmp_path_factory.mktemp("serve")
+    with working_in(folder):
+        checkpoint = run_recbole_genair(MODEL, config_dict=tiny_config(folder), saved=True)["saved_model_file"]
+    return checkpoint, Recommender.load(checkpoint)
+
+
+@pytest.fixture(scope="module")
+def server(trained, tmp_path_factory):
+    """An httpx client of the service started by the command on `trained`'s checkpoint; stopped after the module."""
+    checkpoint, _ = trained
+    folder = tmp_path_factory.mktemp("server")
+    port = free_port()
+    log = open(folder / "server.log", "w+")
+    process = subprocess.Popen([sys.executable, "-m", "recbole_genair.serve", f"--checkpoint={checkpoint}",
+                                "--host=127.0.0.1", f"--port={port}"],
+                               stdout=log, stderr=subprocess.STDOUT, cwd=folder)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                log.seek(0)
+                pytest.fail(f"the server exited with {process.returncode}:\n{log.read()[-3000:]}")
+            try:
+                if client.get("/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("the server did not answer /health within 120 s")
+            time.sleep(0.2)
+        yield client
+    finally:
+        client.close()
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.seek(0)
+        written = log.read()
+        log.close()
+    # SIGTERM: uvicorn shuts down cleanly, then exits by the signal it caught; no request left a traceback
+    assert process.returncode in (0, -signal.SIGTERM), written[-3000:]
+    assert "Application shutdown complete" in written and "Traceback" not in written, written[-3000:]
+
+
+def as_json(results):
+    return [{"items": list(r.items), "scores": pytest.approx(list(r.scores), rel=1e-6, abs=1e-6),
+             "skipped": list(r.skipped)} for r in results]
+
+
+@pytest.mark.parametrize("k, exclude_seen, unknown", [(5, True, "error"), (60, False, "error"), (3, True, "skip")])
+def test_recommend_answers_what_the_python_api_gives(server, trained, k, exclude_seen, unknown):
+    _, recommender = trained
+    histories = [["42", "46", "7", "42"], ["1"], list(recommender.item_ids[:25])]
+    if unknown == "skip":
+        histories[1] = ["nope", "1"]
+    body = {"histories": histories, "k": k, "exclude_seen": exclude_seen, "unknown": unknown}
+    answer = server.post("/recommend", json=body)
+    assert answer.status_code == 200, answer.text
+    expected = recommender.recommend(histories, k=k, exclude_seen=exclude_seen, unknown=unknown)
+    assert answer.json() == {"recommendations": as_json(expected)}
+
+
+def test_defaults_are_the_python_apis_and_numeric_ids_are_raw_ids(server, trained):
+    _, recommender = trained
+    answer = server.post("/recommend", json={"histories": [[42, 46], ["7"]]})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"recommendations": as_json(recommender.recommend([["42", "46"], ["7"]]))}
+
+
+def test_health(server):
+    answer = server.get("/health")
+    assert answer.status_code == 200 and answer.json() == {"status": "ok"}
+
+
+def test_metadata_describes_the_served_checkpoint(server, trained):
+    checkpoint, _ = trained
+    assert server.get("/metadata").json() == {
+        "model": MODEL, "dataset": DATASET, "n_items": 60, "max_history": 10,
+        "checkpoint": str(checkpoint), "version": __version__,
+    }
+
+
+def test_openapi_documents_the_endpoints_and_the_request(server):
+    spec = server.get("/openapi.json").json()
+    assert set(spec["paths"]) == {"/recommend", "/health", "/metadata"}
+    assert set(spec["paths"]["/recommend"]["post"]["responses"]) >= {"200", "400", "422"}
+    request = spec["components"]["schemas"]["RecommendRequest"]
+    assert set(request["properties"]) == {"histories", "k", "exclude_seen", "unknown"}
+    assert request["required"] == ["histories"]
+    assert server.get("/docs").status_code == 200
+
+
+def library_message(recommender, body):
+    """The `RecommendError` message of the same request to the Python API."""
+    arguments = {"k": 10, "exclude_seen": True, "unknown": "error", **body}
+    with pytest.raises(RecommendError) as err:
+        recommender.recommend(arguments.pop("histories"), **arguments)
+    return str(err.value)
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"histories": [["42", "nope"], ["x", "46"]]}, r"2 item ids are not in the catalogue.*'nope'.*'x'"),
+    ({"histories": [["a", "b"]], "unknown": "skip"}, r"history 0 has no item of the catalogue"),
+    ({"histories": [["42"], []]}, r"history 1 is empty"),
+    ({"histories": []}, r"no histories given"),
+    ({"histories": [["42"]], "k": 61}, r"k=61 is larger than the 60 items"),
+    ({"histories": [["42", "46"]], "k": 59}, r"k=59 is larger than the 58 items left for history 0"),
+    ({"histories": [["42"]], "k": 0}, r"k=0: give a whole number of items"),
+])
+def test_a_request_the_model_cannot_answer_is_400_with_the_librarys_message(server, trained, body, message):
+    _, recommender = trained
+    answer = server.post("/recommend", json=body)
+    assert answer.status_code == 400
+    assert answer.json() == {"detail": library_message(recommender, body)}
+    assert re.search(message, answer.json()["detail"])
+
+
+@pytest.mark.parametrize("content, field", [
+    ('{"histories": [["42"]], "k": 5', None),                       # not JSON
+    ('{"k": 5}', "histories"),                                      # histories missing
+    ('{"histories": "42,46"}', "histories"),                        # a string, not a batch
+    ('{"histories": ["42", "46"]}', "histories"),                   # one history, not a batch
+    ('{"histories": [["42", 4.5]]}', "histories"),                  # an id that is neither string nor integer
+    ('{"histories": [["42"]], "k": "five"}', "k"),
+    ('{"histories": [["42"]], "k": 2.5}', "k"),
+    ('{"histories": [["42"]], "exclude_seen": "no"}', "exclude_seen"),
+    ('{"histories": [["42"]], "unknown": "ignore"}', "unknown"),
+    ('{"histories": [["42"]], "exlude_seen": false}', "exlude_seen"),  # a misspelled field is not ignored
+    ('[["42"]]', None),
+])
+def test_a_malformed_body_is_422_naming_the_field(server, content, field):
+    answer = server.post("/recommend", content=content, headers={"content-type": "application/json"})
+    assert answer.status_code == 422, answer.text
+    problems = answer.json()["detail"]
+    assert problems and all("msg" in p for p in problems)
+    if field is not None:
+        assert any(field in p["loc"] for p in problems), problems
+
+
+def test_bad_requests_change_nothing_and_the_server_keeps_answering(server, trained):
+    _, recommender = trained
+    body = {"histories": [["42", "46"], ["7"]], "k": 4}
+    before = server.post("/recommend", json=body).json()
+    for bad in ({"histories": [["zz"]]}, {"histories": [[]]}, {"histories": [["42"]], "k": 1000}):
+        assert server.post("/recommend", json=bad).status_code == 400
+    assert server.post("/recommend", content=b"\xff\xfe", headers={"content-type": "application/json"}).status_code == 422
+    assert server.get("/recommend").status_code == 405
+    assert server.get("/nowhere").status_code == 404
+    assert server.get("/health").json() == {"status": "ok"}
+    assert server.post("/recommend", json=body).json() == before == {"recommendations": as_json(
+        recommender.recommend(body["histories"], k=4))}
+
+
+def test_concurrent_requests_each_get_their_own_answer(server, trained):
+    _, recommender = trained
+    ids = recommender.item_ids
+    bodies = [{"histories": [[ids[n], ids[(3 * n + 1) % 60]]] * (1 + n % 3), "k": 1 + n % 7} for n in range(24)]
+    bodies += [{"histories": [["unknown-id"]]}] * 4  # errors in between
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda body: server.post("/recommend", json=body), bodies))
+    for body, answer in zip(bodies, answers):
+        if body["histories"] == [["unknown-id"]]:
+            assert answer.status_code == 400
+        else:
+            assert answer.json() == {"recommendations": as_json(recommender.recommend(body["histories"], k=body["k"]))}
+
+
+def test_the_command_refuses_a_file_that_is_not_a_checkpoint_with_an_error_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "recbole_genair.serve", f"--checkpoint={tmp_path / 'missing.pth'}",
+                           f"--port={free_port()}"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: no checkpoint at ") and "Traceback" not in done.stderr
