@@ -1,5 +1,4 @@
 """Model and trainer lookup: our models first, then RecBole's (as RecBole-GNN does)."""
-import difflib
 import functools
 import importlib
 import inspect
@@ -11,6 +10,7 @@ from recbole.trainer import Trainer
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
+from recbole_genair.config_keys import closest_keys
 from recbole_genair.runtime import disable_anomaly_detection
 
 _RECBOLE_MODEL_PACKAGES = ("general_recommender", "context_aware_recommender", "sequential_recommender",
@@ -46,9 +46,8 @@ def check_model_name(model_name):
     names = model_names()
     if model_name in names or str(model_name).lower() in _exlib_module_names():
         return
-    by_lower = {n.lower(): n for n in names}
-    close = difflib.get_close_matches(str(model_name).lower(), list(by_lower), n=4, cutoff=0.6)
-    hint = f"did you mean {', '.join(by_lower[c] for c in close)}?" if close else (
+    close = closest_keys(str(model_name), names, n=4)
+    hint = f"did you mean {', '.join(close)}?" if close else (
         f"recbole_genair's models: {', '.join(importlib.import_module('recbole_genair.model').__all__)}")
     raise UnknownModelError(f"no model is called {model_name!r} (names are case-sensitive); {hint}")
 
