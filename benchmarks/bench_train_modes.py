@@ -16,6 +16,7 @@ all_positions measured in this run. Run by hand; numbers go in the README, never
 """
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -28,6 +29,7 @@ MODES = ("prefix", "all_positions")
 
 def measure(model, dataset, mode, seed, settings):
     """Runs inside the child process; prints one JSON line."""
+    import torch
     from recbole.utils import init_logger, init_seed
 
     from recbole_genair.config import Config
@@ -75,6 +77,7 @@ def measure(model, dataset, mode, seed, settings):
         "best_epoch": max(i for i, s in enumerate(valid_scores) if s == best) if valid_scores else None,
         "early_stopped": len(epoch_seconds) < config["epochs"], "wall_s": wall, "steps_per_epoch": len(train_data),
         "valid_ndcg10": best_valid.get("ndcg@10"), "test_ndcg10": test.get("ndcg@10"),
+        "train_batch_size": config["train_batch_size"], "torch_threads": torch.get_num_threads(),
     }))
 
 
@@ -121,7 +124,12 @@ def main():
     parser.add_argument("--seeds", default="2020,2021,2022")
     parser.add_argument("--all_positions_batch_size", type=int, default=None,
                         help="train_batch_size of the all_positions runs (default: the same as prefix runs)")
-    parser.add_argument("--output", default=None, help="also write every run's numbers to this JSON file")
+    parser.add_argument("--modes", default=",".join(MODES), help="train modes to measure (default: both)")
+    parser.add_argument("--output", default=None,
+                        help="JSON file of every run's numbers, rewritten after each run; runs already in it are "
+                             "skipped, so an interrupted benchmark resumes and --report_only tables several files")
+    parser.add_argument("--report_only", default=None,
+                        help="comma-separated JSON files written by --output: print their table, run nothing")
     parser.add_argument("--child", nargs=5, metavar=("MODEL", "DATASET", "MODE", "SEED", "SETTINGS"), help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
     if args.child:
@@ -136,11 +144,23 @@ def main():
         {"train_batch_size": args.all_positions_batch_size} if args.all_positions_batch_size else {})})
     datasets, models = args.datasets.split(","), args.models.split(",")
     seeds = [int(s) for s in args.seeds.split(",") if s]
-    results = {}
+    modes = [m for m in args.modes.split(",") if m]
+    unknown = sorted(set(modes) - set(MODES))
+    if unknown:
+        parser.error(f"--modes: unknown {', '.join(unknown)}; choose from {', '.join(MODES)}")
+    if args.report_only:
+        results = {}
+        for path in args.report_only.split(","):
+            results.update(load(path))
+        report(results, datasets, models, seeds)
+        return
+    results = load(args.output) if args.output and os.path.exists(args.output) else {}
     for dataset in datasets:
         for model in models:
             for seed in seeds:
-                for mode in MODES:
+                for mode in modes:
+                    if (dataset, model, mode, seed) in results:
+                        continue
                     cmd = [sys.executable, __file__, "--child", model, dataset, mode, str(seed), settings]
                     out = subprocess.run(cmd, capture_output=True, text=True)
                     if out.returncode != 0:
@@ -150,11 +170,23 @@ def main():
                     print(f"{dataset:14s} {model:14s} {mode:13s} seed {seed}: {r['epoch_s']:7.2f} s/epoch "
                           f"({r['steps_per_epoch']} steps), {r['epochs']:3d} epochs (best {r['best_epoch']}), "
                           f"{r['wall_s']:8.1f} s, valid {r['valid_ndcg10']:.4f}, test {r['test_ndcg10']:.4f}", flush=True)
+                    if args.output:
+                        save(results, args.output)
     report(results, datasets, models, seeds)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            json.dump([{"dataset": d, "model": m, "train_mode": t, "seed": s, **r} for (d, m, t, s), r in results.items()],
-                      f, indent=1)
+
+
+def load(path):
+    with open(path, encoding="utf-8") as f:
+        return {(r["dataset"], r["model"], r["train_mode"], r["seed"]): r for r in json.load(f)}
+
+
+def save(results, path):
+    """Writes every run so far, atomically (a killed benchmark keeps the runs it finished)."""
+    rows = [{**r, "dataset": d, "model": m, "train_mode": t, "seed": s} for (d, m, t, s), r in results.items()]
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(rows, f, indent=1)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -121,10 +121,12 @@ class Config(RecBoleConfig):
                     self.final_config_dict["data_path"] = str(root / self.dataset)
                     break
         else:
+            # RecBole replaces any data_path by its bundled example for ml-100k; a given path always wins here.
             given = Path(self.external_config_dict["data_path"])
-            joined = Path(self.final_config_dict["data_path"])
+            joined = given / self.dataset
             if not joined.is_dir() and (given / f"{self.dataset}.inter").is_file():
-                self.final_config_dict["data_path"] = str(given)  # data_path named the dataset folder itself
+                joined = given  # data_path named the dataset folder itself
+            self.final_config_dict["data_path"] = str(joined)
         self._check_valid_metric()
 
     def _check_valid_metric(self):

@@ -115,6 +115,7 @@ def run_recbole_genair(
         "eval_mode": config["eval_args"]["mode"]["test"],
         "extra_test_results": extra_test_results,
         "analysis": inspect(config, model, train_data, test_data) if inspect else None,
+        "training": trainer.training_summary() if hasattr(trainer, "training_summary") else None,
     }
 
 

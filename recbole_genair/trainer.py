@@ -16,6 +16,7 @@ With no hook active it trains exactly like RecBole's `Trainer`.
 import os
 import socket
 import uuid
+from time import time
 
 import torch
 from recbole.trainer import Trainer
@@ -66,6 +67,22 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
         self.alpha = float(config["alpha"] or 0.0)
         self.calibration = None
         self.every_position = train_objective(type(model), config["train_mode"]) == NEXT_ITEM
+        self.epoch_seconds, self.valid_scores = [], []
+
+    def training_summary(self):
+        """How training ended: epochs run, the epoch whose weights were kept, whether early stopping ended it."""
+        scores = self.valid_scores
+        best = (max(scores) if self.valid_metric_bigger else min(scores)) if scores else None
+        return {
+            "train_mode": self.config["train_mode"],
+            "train_batch_size": self.config["train_batch_size"],
+            "epochs": len(self.epoch_seconds),
+            # RecBole keeps the last validation that reaches the best score (its early stopping compares with >=)
+            "best_epoch": (max(i for i, v in enumerate(scores) if v == best) + 1) * self.eval_step - 1 if scores else None,
+            "stopped_early": len(self.epoch_seconds) < self.epochs,
+            "seconds_per_epoch": sorted(self.epoch_seconds)[len(self.epoch_seconds) // 2] if self.epoch_seconds else None,
+            "train_seconds": sum(self.epoch_seconds),
+        }
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         self.collect_training_statistics(train_data)
@@ -148,7 +165,15 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
             self.model.set_epoch(epoch_idx)
         if loss_func is None:
             loss_func = self._loss_with_calibration if self.calibration is not None else self._model_losses
-        return super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        start = time()
+        losses = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        self.epoch_seconds.append(time() - start)
+        return losses
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        score, result = super()._valid_epoch(valid_data, show_progress=show_progress)
+        self.valid_scores.append(score)
+        return score, result
 
     def _model_losses(self, interaction):
         """The model's losses: `calculate_loss`, or with all_positions its ranking loss at every position."""

@@ -370,3 +370,23 @@ def test_seeds_are_a_count_or_a_comma_list_and_a_seed_is_never_taken_for_a_count
         parse_seeds("2022")
     with pytest.raises(ValueError, match="asks for 0 seeds"):
         parse_seeds(0)
+
+
+def test_run_records_and_table_say_how_training_ended(tmp_path):
+    """Fails if a run capped by `epochs` is reported as early-stopped or the tested epoch is not the saved one."""
+    settings = tiny_config(tmp_path, epochs=30, stopping_step=1, learning_rate=0.01)
+    with working_in(tmp_path):
+        report = run_comparison(["SASRec"], "genair-test", "2020,", tmp_path / "cmp", config_dict=settings)
+        capped = run_comparison(["SASRec"], "genair-test", "2020,", tmp_path / "capped",
+                                config_dict={**settings, "epochs": 2})
+    training = run_record(tmp_path / "cmp", "SASRec", 2020)["training"]
+    assert training["stopped_early"] and training["train_mode"] == "prefix" and training["train_batch_size"] == 64
+    # RecBole stops after stopping_step + 1 validations without improvement
+    assert training["epochs"] == training["best_epoch"] + 1 + 2 < 30
+    checkpoint = torch.load(run_record(tmp_path / "cmp", "SASRec", 2020)["checkpoint"], weights_only=False)
+    assert checkpoint["epoch"] == training["best_epoch"]
+    row = f"| SASRec | prefix | 64 | {training['epochs']} | {training['best_epoch'] + 1} | 1/1 |"
+    assert row in report["table"] and row in (tmp_path / "cmp" / "table.md").read_text()
+    ended = run_record(tmp_path / "capped", "SASRec", 2020)["training"]
+    assert ended["epochs"] == 2 and not ended["stopped_early"] and "| SASRec | prefix | 64 | 2 |" in capped["table"]
+    assert "| 0/1 |" in capped["table"]

@@ -17,6 +17,7 @@ from recbole_genair.config_keys import ConfigKeyError
 from recbole_genair.data import create_dataset
 from recbole_genair.data.files import DatasetFilesError
 from recbole_genair.data.itememb import ItemEmbeddingError
+from recbole_genair.paths import DATASET_DIR
 from recbole_genair.quick_start import load_data_and_model, run_recbole_genair
 from recbole_genair.trainer import LLMRecTrainer
 from recbole_genair.utils import UnknownModelError, get_model
@@ -225,6 +226,17 @@ def test_data_path_may_name_the_dataset_folder_itself(tmp_path):
     config["data_path"] = str(folder)  # RecBole's convention is the parent folder
     assert Config("SASRecGenAIR", config_dict=config)["data_path"] == str(folder)
     assert run_recbole_genair("SASRecGenAIR", config_dict=config, saved=False)["test_result"]["ndcg@10"] >= 0
+
+
+def test_a_given_data_path_is_used_for_ml100k_too(tmp_path):
+    # RecBole 1.2.1 replaces any data_path by its bundled ml-100k example; ours must read the folder given.
+    folder = tmp_path / "data" / "ml-100k"
+    folder.mkdir(parents=True)
+    for suffix in ("inter", "itememb", "itememb.json"):
+        (folder / f"ml-100k.{suffix}").write_bytes((DATASET_DIR / "ml-100k" / f"ml-100k.{suffix}").read_bytes())
+    config = Config("SASRec", "ml-100k", config_dict={"data_path": str(tmp_path / "data")})
+    assert config["data_path"] == str(folder)
+    assert Config("SASRec", "ml-100k", config_dict={"data_path": str(folder)})["data_path"] == str(folder)
 
 
 def test_a_wrong_data_path_is_named_before_the_vectors(tmp_path):

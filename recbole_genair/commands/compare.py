@@ -68,7 +68,7 @@ def _run_one(model, seed, seeds, dataset, output, path, config_file_list, base, 
         "model": model, "seed": seed, "dataset": dataset,
         "valid": dict(result["best_valid_result"]), "test": dict(result["test_result"]),
         "eval_mode": result["eval_mode"], "extra_test": result["extra_test_results"],
-        "checkpoint": result["saved_model_file"], **result["analysis"],
+        "checkpoint": result["saved_model_file"], "training": result["training"], **result["analysis"],
     }
     tmp = path.with_suffix(f".tmp-{os.getpid()}")
     tmp.write_text(json.dumps(record, indent=1))

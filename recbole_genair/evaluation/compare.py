@@ -13,6 +13,7 @@ import csv
 import json
 import logging
 import math
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -231,6 +232,35 @@ def ablation_report(variants, model, seeds, output, extra_test_modes=()):
     return tables
 
 
+def training_table(runs, models, seeds):
+    """How each model's runs ended (from the run records): mode, epochs, best epoch, early stopping, time."""
+    rows = []
+    for model in models:
+        done = [runs[(model, s)]["training"] for s in seeds if runs.get((model, s), {}).get("training")]
+        if not done:
+            continue
+        modes = "/".join(sorted({str(t["train_mode"]) for t in done}))
+        batches = "/".join(str(b) for b in sorted({t["train_batch_size"] for t in done}))
+        epochs = [t["epochs"] for t in done]
+        best = [t["best_epoch"] + 1 for t in done if t["best_epoch"] is not None]
+        rows.append(f"| {model} | {modes} | {batches} | {_span(epochs)} | {_span(best)} | "
+                    f"{sum(t['stopped_early'] for t in done)}/{len(done)} | "
+                    f"{statistics.median(t['seconds_per_epoch'] for t in done):.1f} | "
+                    f"{statistics.mean(t['train_seconds'] for t in done) / 60:.1f} |")
+    if not rows:
+        return ""
+    return "\n".join([
+        "Training (per run, from the run records): epochs run and the epoch whose weights were tested (1-based), "
+        "how many runs early stopping ended (the rest reached `epochs`), median seconds per training epoch, "
+        "mean training minutes (validation excluded).", "",
+        "| model | train_mode | batch | epochs | best epoch | early stopped | s/epoch | train min |",
+        "|---|---|---|---|---|---|---|---|", *rows])
+
+
+def _span(values):
+    return "-" if not values else (str(min(values)) if min(values) == max(values) else f"{min(values)}-{max(values)}")
+
+
 def write_report(output, models, seeds, extra_test_modes=()):
     from recbole_genair.evaluation.plots import plot_entropy, plot_group_ndcg, plot_scatter
 
@@ -254,6 +284,9 @@ def write_report(output, models, seeds, extra_test_modes=()):
                              r["trainable_params"], r["flops_per_user"]])
     (output / "summary.json").write_text(json.dumps({"eval_mode": eval_mode, "seeds": seeds, "models": summary}, indent=1))
     table = markdown_table(summary, models, eval_mode, len(seeds))
+    training = training_table(runs, models, seeds)
+    if training:
+        table += "\n\n" + training
     (output / "table.md").write_text(table + "\n")
     extra_tables = {}
     for mode in extra_test_modes or ():
