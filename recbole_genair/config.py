@@ -7,7 +7,7 @@ from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
 
 import recbole_genair.evaluation  # noqa: F401  (registers the group metrics before any Config is built)
-from recbole_genair.config_keys import check_config_keys
+from recbole_genair.config_keys import ConfigKeyError, check_config_keys
 from recbole_genair.paths import DATASET_DIR, PACKAGE_ROOT, PROPS_DIR  # noqa: F401  (also imported from here)
 from recbole_genair.utils import get_model
 
@@ -128,6 +128,21 @@ class Config(RecBoleConfig):
                 joined = given  # data_path named the dataset folder itself
             self.final_config_dict["data_path"] = str(joined)
         self._check_valid_metric()
+        self._resolve_batch_size()
+
+    def _resolve_batch_size(self):
+        """`train_batch_size` may give one value per `train_mode` ({prefix: 2048, all_positions: 128}): a batch
+        counts samples in prefix mode but whole sequences in all_positions mode. The current mode's value is kept.
+        """
+        final = self.final_config_dict
+        per_mode = final.get("train_batch_size")
+        if not isinstance(per_mode, dict):
+            return
+        mode = final.get("train_mode") or "prefix"
+        if mode not in per_mode:
+            raise ConfigKeyError(f"train_batch_size gives {', '.join(f'{k}: {v}' for k, v in per_mode.items())} but "
+                                 f"no value for train_mode: {mode}; add '{mode}: <size>' or give one number.")
+        final["train_batch_size"] = int(per_mode[mode])
 
     def _check_valid_metric(self):
         """`valid_metric` must be computed: its metric in `metrics` and its cut-off in `topk`."""

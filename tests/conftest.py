@@ -10,8 +10,9 @@ import torch
 
 # Tiny models: thread start-up costs more than it saves.
 torch.set_num_threads(1)
-from recbole.data import data_preparation
 
+
+from recbole_genair.quick_start import prepare_data
 from recbole_genair.config import Config
 from recbole_genair.data import create_dataset
 from recbole_genair.quick_start import run_recbole_genair
@@ -61,7 +62,7 @@ def built(tmp_path, model="SASRecGenAIR", **overrides):
     """Config, dataset and training split of `model` on the tiny dataset."""
     config = Config(model, config_dict=tiny_config(tmp_path, **overrides))
     dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
+    train_data, valid_data, test_data = prepare_data(config, dataset)
     return config, dataset, train_data
 
 

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import built, copy_dataset, raw_training_sequences, tiny_config
-from recbole.data import data_preparation
+
+from recbole_genair.quick_start import prepare_data
 from recbole_genair.config import Config
 from recbole_genair.data import create_dataset
 from recbole_genair.data.cooccurrence import cooccurrence_matrix
@@ -108,7 +109,7 @@ def test_cooccurrence_ignores_validation_and_test_items(tmp_path):
     config_dict = tiny_config(tmp_path, data_path=str(tmp_path / "data"), dataset="heldout")
     config = Config("SASRecGenAIR", config_dict=config_dict)
     dataset = create_dataset(config)
-    train_data, _, _ = data_preparation(config, dataset)
+    train_data, _, _ = prepare_data(config, dataset)
     counts = cooccurrence_matrix(train_data._dataset)
     for token in ("98", "99"):
         assert counts[dataset.token2id(dataset.iid_field, token)].nnz == 0
@@ -135,7 +136,7 @@ def test_trainer_adds_alpha_times_the_calibration_loss_of_the_batch_targets(tmp_
 
     Fails if the trainer leaves alpha out of the calibration term.
     """
-    config, dataset, train_data = built(tmp_path, model_name, alpha=0.3)
+    config, dataset, train_data = built(tmp_path, model_name, alpha=0.3, train_mode="prefix")
     model = build_model(config, train_data).eval()  # no dropout: the backbone's loss is deterministic
     trainer = LLMRecTrainer(config, model)
     trainer.collect_training_statistics(train_data)

@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 import torch
 from matplotlib.image import imread
-from recbole.data import data_preparation
+
 from recbole.evaluator.collector import DataStruct
 from recbole.utils import init_seed
 from scipy import stats
 
 from conftest import copy_dataset, per_user_ndcg, raw_training_sequences, tiny_config, working_in
+from recbole_genair.quick_start import prepare_data
 from recbole_genair.config import Config
 from recbole_genair.data import create_dataset
 from recbole_genair.commands.compare import run_comparison
@@ -99,7 +100,7 @@ def test_group_ndcg_is_per_user_ndcg_grouped_by_training_popularity(tmp_path, mo
         metrics=["NDCG", "HeadNDCG", "TailNDCG", "ColdNDCG"],
         eval_args={"split": {"LS": "valid_and_test"}, "order": "TO", "mode": mode}))
     dataset = create_dataset(config)
-    train_data, _, test_data = data_preparation(config, dataset)
+    train_data, _, test_data = prepare_data(config, dataset)
     model = build_model(config, train_data)
     trainer = LLMRecTrainer(config, model)
     trainer.fit(train_data, saved=False)
@@ -374,7 +375,7 @@ def test_seeds_are_a_count_or_a_comma_list_and_a_seed_is_never_taken_for_a_count
 
 def test_run_records_and_table_say_how_training_ended(tmp_path):
     """Fails if a run capped by `epochs` is reported as early-stopped or the tested epoch is not the saved one."""
-    settings = tiny_config(tmp_path, epochs=30, stopping_step=1, learning_rate=0.01)
+    settings = tiny_config(tmp_path, epochs=30, stopping_step=1, learning_rate=0.01, train_mode="prefix")
     with working_in(tmp_path):
         report = run_comparison(["SASRec"], "genair-test", "2020,", tmp_path / "cmp", config_dict=settings)
         capped = run_comparison(["SASRec"], "genair-test", "2020,", tmp_path / "capped",

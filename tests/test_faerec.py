@@ -63,7 +63,7 @@ def test_gate_is_an_mlp_of_both_branches_and_fuses_the_evaluation_table(tmp_path
 
     Fails if the gate reads its inputs in the other order ([llm; id]).
     """
-    config, dataset, train_data = built(tmp_path, "SASRecFAERec")
+    config, dataset, train_data = built(tmp_path, "SASRecFAERec", train_mode="prefix")
     layer = build_model(config, train_data).eval().item_embedding
     items = torch.arange(1, dataset.item_num)
     with torch.no_grad():
@@ -124,7 +124,7 @@ def batch_items(batch):
 
 
 def test_alignment_losses_match_reference(tmp_path):
-    config, dataset, train_data = built(tmp_path, "SASRecFAERec")
+    config, dataset, train_data = built(tmp_path, "SASRecFAERec", train_mode="prefix")
     model = build_model(config, train_data).eval()  # no dropout: one deterministic mapping
     batch = next(iter(train_data))
     with torch.no_grad():
@@ -140,7 +140,7 @@ def test_loss_terms_are_their_weights_times_their_losses_at_the_trainers_epoch(t
 
     Fails if calculate_loss weighs the alignment losses with epoch 0's curriculum.
     """
-    config, dataset, train_data = built(tmp_path, "SASRecFAERec", align_weight=0.3)
+    config, dataset, train_data = built(tmp_path, "SASRecFAERec", align_weight=0.3, train_mode="prefix")
     model = build_model(config, train_data)
     trainer = LLMRecTrainer(config, model)
     trainer._train_epoch(train_data, 7)  # the trainer tells the model its epoch

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from conftest import copy_dataset, tiny_config
-from recbole.data import data_preparation
+
+from recbole_genair.quick_start import prepare_data
 from recbole_genair.config import Config
 from recbole_genair.data import create_dataset
 from recbole_genair.data.itememb import ItemEmbeddingError
@@ -45,7 +46,7 @@ def build(config_dict):
 
 def test_table_rows_match_file_vectors_by_raw_id(tmp_path):
     config, dataset = build(tiny_config(tmp_path))
-    train_data, _, _ = data_preparation(config, dataset)
+    train_data, _, _ = prepare_data(config, dataset)
     model = build_model(config, train_data)
     table = model.item_embedding.llm_table
     _, rows = read_itememb(f"{config['data_path']}/genair-test.itememb")
@@ -150,7 +151,7 @@ def uneven_dataset(tmp_path, prefill=10, decoding=14, **overrides):
 
 def model_table(config_dict):
     config, dataset = build(config_dict)
-    train_data, _, _ = data_preparation(config, dataset)
+    train_data, _, _ = prepare_data(config, dataset)
     return dataset, build_model(config, train_data).item_embedding.llm_table
 
 

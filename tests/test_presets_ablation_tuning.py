@@ -4,7 +4,8 @@ import torch
 import yaml
 
 from conftest import TEST_DATA, assert_one_epoch_trains_and_reports_its_ndcg, tiny_config
-from recbole.data import data_preparation
+
+from recbole_genair.quick_start import prepare_data
 from recbole_genair.archetype import load_settings
 from recbole_genair.archetype.items import build_prompt, preset_field_map
 from recbole_genair.commands.tune import run_tuning
@@ -69,7 +70,7 @@ def test_view_switch_feeds_the_projector_the_views_columns_and_trains(tmp_path, 
     settings = tiny_config(tmp_path, llm_views=views)
     config = Config("SASRecGenAIR", config_dict=settings)
     dataset = create_dataset(config)
-    train_data, _, _ = data_preparation(config, dataset)
+    train_data, _, _ = prepare_data(config, dataset)
     layer = build_model(config, train_data).item_embedding
     expected = torch.zeros(dataset.item_num, columns.stop - columns.start)
     with open(TEST_DATA / "genair-test" / "genair-test.itememb", encoding="utf-8") as f:
@@ -87,7 +88,7 @@ def test_view_switch_feeds_the_projector_the_views_columns_and_trains(tmp_path, 
 def test_calibration_switches(tmp_path, alpha, kernel, has_cal):
     settings = tiny_config(tmp_path, alpha=alpha, calibration_kernel=kernel)
     config = Config("SASRecGenAIR", config_dict=settings)
-    train_data, _, _ = data_preparation(config, create_dataset(config))
+    train_data, _, _ = prepare_data(config, create_dataset(config))
     trainer = LLMRecTrainer(config, build_model(config, train_data))
     trainer.collect_training_statistics(train_data)
     assert (trainer.calibration is not None) == has_cal
@@ -102,7 +103,7 @@ def test_item_normalization_switch_gives_rows_of_norm_scale_and_trains(tmp_path,
     """Fails if `item_normalization` is ignored (rows keep the projector's norms)."""
     settings = tiny_config(tmp_path, item_normalization=True, norm_scale=2.5)
     config = Config(model_name, config_dict=settings)
-    train_data, _, _ = data_preparation(config, create_dataset(config))
+    train_data, _, _ = prepare_data(config, create_dataset(config))
     model = build_model(config, train_data)
     rows = model.item_embedding.weight[1:model.n_items]
     assert torch.allclose(rows.norm(dim=1), torch.full((model.n_items - 1,), 2.5), atol=1e-5)

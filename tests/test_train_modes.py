@@ -19,6 +19,7 @@ from recbole_genair.trainer import LLMRecTrainer
 from recbole_genair.utils import get_model
 
 ALL = {"train_mode": "all_positions"}
+PREFIX = {"train_mode": "prefix"}
 SEQ, LEN, ITEM, NEG = "item_id_list", "item_length", "item_id", "neg_item_id"
 # One step that changes nothing and draws no dropout mask: both modes are measured on the same weights.
 FROZEN_STEP = {"learning_rate": 0.0, "train_batch_size": 1000, "hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0,
@@ -68,7 +69,7 @@ def reference_pairs(max_len, windows):
 def test_both_modes_build_the_same_prefix_next_item_pairs(tmp_path):
     """Every training sequence of the tiny dataset fits MAX_ITEM_LIST_LENGTH 10: all_positions trains exactly
     prefix mode's (history, next item) pairs, one window per user, each pair once, in the raw file's order."""
-    _, dataset, prefix_train, _, _ = prepared(tmp_path)
+    _, dataset, prefix_train, _, _ = prepared(tmp_path, **PREFIX)
     _, _, all_train, _, _ = prepared(tmp_path, **ALL)
     expected = reference_pairs(10, windows=False)
     assert pairs(dataset, whole_epoch(prefix_train)) == expected
@@ -79,7 +80,7 @@ def test_both_modes_build_the_same_prefix_next_item_pairs(tmp_path):
 def test_longer_sequences_are_cut_into_windows_that_keep_every_pair(tmp_path):
     """MAX_ITEM_LIST_LENGTH 3: the windows end at the last item and every 3 items before it; each prefix-mode
     target is trained once per epoch, after the part of its history inside its window; padding has no target."""
-    _, dataset, prefix_train, _, _ = prepared(tmp_path, MAX_ITEM_LIST_LENGTH=3)
+    _, dataset, prefix_train, _, _ = prepared(tmp_path, MAX_ITEM_LIST_LENGTH=3, **PREFIX)
     _, _, all_train, _, _ = prepared(tmp_path, MAX_ITEM_LIST_LENGTH=3, **ALL)
     batch = whole_epoch(all_train)
     got, prefix = pairs(dataset, batch), pairs(dataset, whole_epoch(prefix_train))
@@ -221,10 +222,32 @@ def test_one_all_position_epoch_trains_and_reports_the_ndcg_of_its_scores(tmp_pa
 
 # Bad input ------------------------------------------------------------------------------------------------
 
-def test_prefix_is_the_default_and_an_unknown_mode_is_refused_with_the_valid_ones(tmp_path):
-    assert Config("SASRec", config_dict=tiny_config(tmp_path))["train_mode"] == "prefix"
+@pytest.mark.parametrize("model_name, mode", [
+    ("SASRec", "all_positions"), ("GRU4Rec", "all_positions"), ("SASRecGenAIR", "all_positions"),
+    ("GRU4RecGenAIR", "all_positions"), ("SASRecTFLLMER", "all_positions"), ("SASRecFAERec", "all_positions"),
+    ("SASRecLLMInit", "all_positions"), ("BERT4Rec", "prefix"), ("BERT4RecGenAIR", "prefix"), ("NARM", "prefix")])
+def test_default_train_mode_per_model(tmp_path, model_name, mode):
+    """all_positions where the benchmark (README) supports it: SASRec, GRU4Rec and the models on them."""
+    assert Config(model_name, config_dict=tiny_config(tmp_path))["train_mode"] == mode
+
+
+def test_an_unknown_mode_is_refused_with_the_valid_ones(tmp_path):
     with pytest.raises(TrainDataError, match=r"'every_position' is not a training mode; choose one of prefix \| all_positions"):
         run_recbole_genair(model="SASRec", config_dict=tiny_config(tmp_path, train_mode="every_position"), saved=False)
+
+
+def test_train_batch_size_may_give_one_value_per_mode(tmp_path):
+    per_mode = {"prefix": 48, "all_positions": 8}
+    for mode, size in per_mode.items():
+        config = Config("SASRec", config_dict=tiny_config(tmp_path, train_batch_size=per_mode, train_mode=mode))
+        assert config["train_batch_size"] == size
+        train_data = prepare_data(config, create_dataset(config))[0]
+        assert len(next(iter(train_data))) == size  # the loader really batches that many samples / windows
+    config = Config("SASRec", config_dict=tiny_config(tmp_path, train_mode="prefix"),
+                    cmd_args=["--train_batch_size={'prefix': 32, 'all_positions': 4}"])
+    assert config["train_batch_size"] == 32
+    with pytest.raises(ValueError, match=r"train_batch_size gives prefix: 48 but no value for train_mode: all_positions"):
+        Config("SASRec", config_dict=tiny_config(tmp_path, train_batch_size={"prefix": 48}, train_mode="all_positions"))
 
 
 @pytest.mark.parametrize("model_name, why", [
