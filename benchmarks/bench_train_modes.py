@@ -1,18 +1,22 @@
 """Prefix vs all-position training (issue 16): time to early stopping and the NDCG@10 it reaches.
 
-    python benchmarks/bench_train_modes.py --datasets=ml-100k --seeds=2020,2021,2022
-    python benchmarks/bench_train_modes.py --datasets=amazon-office --data_path=$HOME/data --seeds=2020,2021,2022
-    python benchmarks/bench_train_modes.py --datasets=genair-test --data_path=tests/test_data --models=SASRec \\
+    python benchmarks/bench_train_modes.py --datasets=ml-100k --seeds=2020,2021,2022 --output=results/train-modes/ml-100k.json
+    python benchmarks/bench_train_modes.py --datasets=amazon-office --data_path=$HOME/data --seeds=2020,2021,2022 \
+        --output=results/train-modes/amazon-office.json
+    python benchmarks/bench_train_modes.py --report_only=results/train-modes/ml-100k.json,results/train-modes/amazon-office.json \
+        --datasets=ml-100k,amazon-office
+    python benchmarks/bench_train_modes.py --datasets=genair-test --data_path=tests/test_data --models=SASRec \
         --seeds=2020 --epochs=1 --load_col="{'inter': ['user_id', 'item_id', 'rating', 'timestamp']}"
 
 Each (dataset, model, train_mode, seed) trains in its own process through the package's data preparation,
-model and trainer, until early stopping or `epochs`, then tests the best checkpoint. Any other
-`--key=value` is a RecBole setting for every run (dataset YAML defaults apply; `epochs` defaults to 200 so
-that runs end by early stopping); `--all_positions_batch_size` sets `train_batch_size` of the
-all-position runs only (a window holds up to MAX_ITEM_LIST_LENGTH pairs). Prints per run and a table
-(mean and standard deviation over seeds): seconds per epoch, epochs run, best epoch, wall seconds to the
-end of training (validation included), best validation and test NDCG@10; then the ratios prefix /
-all_positions measured in this run. Run by hand; numbers go in the README, never into tests.
+model and trainer, until early stopping (or `epochs`, default here 200), then tests the best checkpoint.
+Any other `--key=value` is a RecBole setting for every run (dataset YAML defaults apply, e.g. each mode's
+`train_batch_size`); `--all_positions_batch_size` overrides `train_batch_size` of the all-position runs only;
+`--modes` measures one mode. `--output` is rewritten after every run and runs already in it are skipped,
+so an interrupted benchmark resumes; `--report_only` tables one or more such files. Prints per run and a
+table (mean and standard deviation over seeds): seconds per epoch, epochs run, best epoch, wall seconds to
+the end of training (validation included), best validation and test NDCG@10; then the ratios prefix /
+all_positions. Run by hand; numbers go in the README, never into tests.
 """
 import argparse
 import json

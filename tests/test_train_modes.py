@@ -50,7 +50,8 @@ def pairs(dataset, batch):
         length, targets = int(batch[LEN][b]), batch[ITEM][b]
         positions = [(length - 1, targets)] if targets.dim() == 0 else [(j, targets[j]) for j in range(length)]
         for j, target in positions:
-            out[(int(users[b]), tokens(dataset, batch[SEQ][b, : j + 1]), tokens(dataset, [target])[0])] += 1
+            if target > 0:  # 0: no target (padding, or context of an overlapping window)
+                out[(int(users[b]), tokens(dataset, batch[SEQ][b, : j + 1]), tokens(dataset, [target])[0])] += 1
     return out
 
 
@@ -89,6 +90,36 @@ def test_longer_sequences_are_cut_into_windows_that_keep_every_pair(tmp_path):
     assert all_train.sample_size == sum(-(-(len(s) - 1) // 3) for s in raw_training_sequences().values())
     padding = torch.arange(3)[None, :] >= batch[LEN][:, None]
     assert padding.any() and (batch[ITEM][padding] == 0).all() and (batch[ITEM][~padding] > 0).all()
+
+
+@pytest.mark.parametrize("stride", [1, 2, 4])
+def test_overlapping_windows_train_each_pair_once_after_a_longer_history(tmp_path, stride):
+    """all_positions_stride S < M: windows every S pairs, each training its last S positions (a user's first
+    window all of them): the same targets as prefix mode, once each, with at least M - S history items."""
+    max_len = 4
+    _, dataset, prefix_train, _, _ = prepared(tmp_path, MAX_ITEM_LIST_LENGTH=max_len, **PREFIX)
+    _, _, all_train, _, _ = prepared(tmp_path, MAX_ITEM_LIST_LENGTH=max_len, all_positions_stride=stride, **ALL)
+    expected = Counter()
+    for user, s in raw_training_sequences().items():
+        for end in range(len(s) - 1, 0, -stride):
+            for t in range(max(1, end - max_len + 1), end + 1):
+                if end - t < stride or end - stride < 1:
+                    expected[(user, tuple(s[max(0, end - max_len):t]), s[t])] += 1
+    got, prefix = pairs(dataset, whole_epoch(all_train)), pairs(dataset, whole_epoch(prefix_train))
+    assert got == expected
+    assert Counter((u, t) for u, _, t in got.elements()) == Counter((u, t) for u, _, t in prefix.elements())
+    assert min(len(h) for _, h, _ in got) >= 1 and all(
+        len(h) >= min(max_len - stride + 1, len(p)) for (_, h, t), (_, p, _) in
+        zip(sorted(got.elements(), key=lambda x: (x[0], x[2], len(x[1]))), sorted(prefix.elements(), key=lambda x: (x[0], x[2], len(x[1])))))
+    if stride == max_len:
+        assert got == pairs(dataset, whole_epoch(prepared(tmp_path, MAX_ITEM_LIST_LENGTH=max_len, **ALL)[2]))
+
+
+def test_overlapping_windows_are_refused_for_cloze_and_out_of_range(tmp_path):
+    with pytest.raises(TrainDataError, match=r"all_positions_stride: 2 overlaps next-item windows.*BERT4Rec's cloze"):
+        prepared(tmp_path, "BERT4Rec", MAX_ITEM_LIST_LENGTH=4, all_positions_stride=2, **ALL)
+    with pytest.raises(TrainDataError, match=r"all_positions_stride: 5 must be an integer from 1 to MAX_ITEM_LIST_LENGTH \(4\)"):
+        prepared(tmp_path, MAX_ITEM_LIST_LENGTH=4, all_positions_stride=5, **ALL)
 
 
 @pytest.mark.parametrize("model_name", ["SASRec", "GRU4Rec", "SASRecGenAIR", "GRU4RecFAERec"])

@@ -39,8 +39,15 @@ def check_train_mode(train_mode):
     return mode
 
 
-def window_samples(train_dataset):
-    """Indices of the window samples of RecBole's sequential training split, in the split's order.
+def window_samples(train_dataset, stride=None):
+    """Indices of the window samples of RecBole's sequential training split, in the split's order, and per
+    window how many of its last positions carry a target.
+
+    Windows end at each user's last sample and every `stride` samples before it (default and at most
+    M = MAX_ITEM_LIST_LENGTH: windows that do not overlap). With stride S < M a window trains its last S
+    positions only, the earlier ones being context (trained by the window before), except each user's
+    first window, which trains all of its positions: every pair is still a target once per epoch, and
+    sees at least M - S history items where its prefix has them.
 
     The split holds each user's samples together and in time order (RecBole's leave-one-out and ratio
     splits of a time-ordered dataset); that is checked, since the windows are read from it: each sample's
@@ -52,8 +59,12 @@ def window_samples(train_dataset):
     lengths = feat[train_dataset.item_list_length_field].numpy()
     histories = feat[train_dataset.item_id_list_field].numpy()
     max_len = histories.shape[1]
+    stride = max_len if stride is None else stride
+    if not isinstance(stride, int) or not 1 <= stride <= max_len:
+        raise TrainDataError(f"all_positions_stride: {stride!r} must be an integer from 1 to MAX_ITEM_LIST_LENGTH "
+                             f"({max_len}), or ~ for windows that do not overlap.")
     if not len(users):
-        return np.zeros(0, dtype=np.int64)
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
     same_user = users[1:] == users[:-1]
     follows = (lengths[1:] == np.minimum(lengths[:-1] + 1, max_len)) & (
@@ -65,7 +76,10 @@ def window_samples(train_dataset):
             f"not: set eval_args order to TO and group_by to user, or use train_mode: prefix).")
     ends = np.r_[starts[1:], len(users)]
     position_from_end = np.repeat(ends, ends - starts) - 1 - np.arange(len(users))
-    return np.flatnonzero(position_from_end % max_len == 0)
+    last_position = np.repeat(ends - starts, ends - starts) - 1  # of the user's first sample
+    windows = np.flatnonzero(position_from_end % stride == 0)
+    has_earlier = position_from_end[windows] + stride <= last_position[windows]
+    return windows, np.where(has_earlier, stride, max_len)
 
 
 def next_items(history, length, target):
@@ -94,8 +108,9 @@ class AllPositionTrainDataLoader(TrainDataLoader):
     items before RecBole's transform (`mask_itemseq`) masks them.
     """
 
-    def __init__(self, config, dataset, sampler, windows, objective, shuffle=False):
+    def __init__(self, config, dataset, sampler, windows, objective, shuffle=False, trained=None):
         self.windows = np.asarray(windows)
+        self.trained = torch.as_tensor(np.full(len(windows), dataset.max_item_list_len) if trained is None else trained)
         self.objective = objective
         super().__init__(config, dataset, sampler, shuffle=shuffle)
         self._check_settings(config)
@@ -132,6 +147,8 @@ class AllPositionTrainDataLoader(TrainDataLoader):
             data.update(Interaction({dataset.item_id_list_field: items, dataset.item_list_length_field: lengths}))
             return self._neg_sampling(self.transform(dataset, data))
         targets = next_items(history, length, target)
+        context = torch.arange(targets.size(1))[None, :] < (length - self.trained[np.asarray(index)])[:, None]
+        targets[context] = 0  # positions trained by an earlier, overlapping window (all_positions_stride)
         data[self.iid_field] = targets
         if self.samples_negatives:
             real = targets > 0
@@ -149,14 +166,19 @@ def all_position_loader(config, train_data, objective):
     two items (they hold no (prefix, next item) pair, in either mode: RecBole's augmentation drops them).
     """
     train_dataset = train_data._dataset
-    windows = window_samples(train_dataset)
+    stride = config["all_positions_stride"]
+    if stride is not None and objective == CLOZE and stride != train_dataset.max_item_list_len:
+        raise TrainDataError(f"all_positions_stride: {stride} overlaps next-item windows (SASRec, GRU4Rec and the "
+                             f"models on them); {config['model']}'s cloze masks whole windows: leave it at ~.")
+    windows, trained = window_samples(train_dataset, stride)
     loader = AllPositionTrainDataLoader(config, train_dataset, train_data._sampler, windows, objective,
-                                        shuffle=config["shuffle"])
+                                        shuffle=config["shuffle"], trained=trained)
     users = train_dataset.inter_feat[train_dataset.uid_field].numpy()
     skipped = train_dataset.user_num - 1 - np.unique(users).size  # user id 0 is padding
     getLogger().info(
         f"train_mode: all_positions ({objective.replace('_', ' ')}): {len(windows)} windows of at most "
-        f"{train_dataset.max_item_list_len} positions from {np.unique(users).size} users per epoch, holding the "
+        f"{train_dataset.max_item_list_len} positions (a new window every {stride or train_dataset.max_item_list_len} "
+        f"pairs) from {np.unique(users).size} users per epoch, holding the "
         f"{len(users)} (prefix, next item) pairs of prefix mode; {skipped} users skipped (training sequence "
         f"shorter than two items).")
     return loader
