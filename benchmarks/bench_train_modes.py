@@ -12,8 +12,8 @@ Each (dataset, model, train_mode, seed) trains in its own process through the pa
 model and trainer, until early stopping (or `epochs`, default here 200), then tests the best checkpoint.
 Any other `--key=value` is a RecBole setting for every run (dataset YAML defaults apply, e.g. each mode's
 `train_batch_size`); `--all_positions_batch_size` overrides `train_batch_size` of the all-position runs only;
-`--modes` measures one mode. `--output` is rewritten after every run and runs already in it are skipped,
-so an interrupted benchmark resumes; `--report_only` tables one or more such files. Prints per run and a
+`--modes` measures one mode. `--output` is rewritten after every run and runs already in it are skipped
+(by dataset, model, mode and seed: one file per setting), so an interrupted benchmark resumes; `--report_only` tables one or more such files. Prints per run and a
 table (mean and standard deviation over seeds): seconds per epoch, epochs run, best epoch, wall seconds to
 the end of training (validation included), best validation and test NDCG@10; then the ratios prefix /
 all_positions. Run by hand; numbers go in the README, never into tests.
@@ -82,6 +82,7 @@ def measure(model, dataset, mode, seed, settings):
         "early_stopped": len(epoch_seconds) < config["epochs"], "wall_s": wall, "steps_per_epoch": len(train_data),
         "valid_ndcg10": best_valid.get("ndcg@10"), "test_ndcg10": test.get("ndcg@10"),
         "train_batch_size": config["train_batch_size"], "torch_threads": torch.get_num_threads(),
+        "all_positions_stride": config["all_positions_stride"] if mode == "all_positions" else None,
     }))
 
 
@@ -93,31 +94,43 @@ def mean_sd(values):
     return f"{statistics.mean(values):.4g} ± {sd:.2g}"
 
 
+def variant(mode, row):
+    """The row label of a run: its train mode, with the window stride where windows overlap."""
+    stride = row.get("all_positions_stride")
+    return f"{mode}, stride {stride}" if mode == "all_positions" and stride else mode
+
+
 def report(results, datasets, models, seeds):
     columns = ("epoch_s", "epochs", "best_epoch", "wall_s", "valid_ndcg10", "test_ndcg10")
-    print("\n| dataset | model | train_mode | s/epoch | epochs | best epoch | wall s | valid NDCG@10 | test NDCG@10 | early stopped |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    modes = sorted({m for (_, _, m, _) in results}, key=lambda m: (m != "prefix", m))
+    print("\n| dataset | model | train_mode | seeds | s/epoch | epochs | best epoch | wall s | valid NDCG@10 | "
+          "test NDCG@10 | early stopped |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for dataset in datasets:
         for model in models:
-            for mode in MODES:
+            for mode in modes:
                 runs = [results[(dataset, model, mode, s)] for s in seeds if (dataset, model, mode, s) in results]
                 if runs:
                     cells = [mean_sd([r[c] for r in runs]) for c in columns]
                     stopped = f"{sum(r['early_stopped'] for r in runs)}/{len(runs)}"
-                    print(f"| {dataset} | {model} | {mode} | " + " | ".join(cells) + f" | {stopped} |")
-    print("\nratios prefix / all_positions (means over seeds; test NDCG@10 difference all_positions - prefix in prefix sds):")
+                    print(f"| {dataset} | {model} | {mode} | {len(runs)} | " + " | ".join(cells) + f" | {stopped} |")
+    print("\nratios prefix / all positions (means over seeds; test NDCG@10 difference all positions - prefix, "
+          "in prefix sds where prefix has several seeds):")
     for dataset in datasets:
         for model in models:
-            runs = {m: [results[(dataset, model, m, s)] for s in seeds if (dataset, model, m, s) in results] for m in MODES}
-            if not all(runs.values()):
+            runs = {m: [results[(dataset, model, m, s)] for s in seeds if (dataset, model, m, s) in results] for m in modes}
+            if not runs.get("prefix"):
                 continue
-            mean = {m: {c: statistics.mean(r[c] for r in runs[m]) for c in ("epoch_s", "wall_s", "test_ndcg10")}
-                    for m in MODES}
+            mean = {m: {c: statistics.mean(r[c] for r in rs) for c in ("epoch_s", "wall_s", "test_ndcg10")}
+                    for m, rs in runs.items() if rs}
             sd = statistics.stdev([r["test_ndcg10"] for r in runs["prefix"]]) if len(runs["prefix"]) > 1 else 0.0
-            diff = mean["all_positions"]["test_ndcg10"] - mean["prefix"]["test_ndcg10"]
-            print(f"  {dataset} {model}: s/epoch {mean['prefix']['epoch_s'] / mean['all_positions']['epoch_s']:.2f}x, "
-                  f"wall to early stopping {mean['prefix']['wall_s'] / mean['all_positions']['wall_s']:.2f}x, "
-                  f"test NDCG@10 {diff:+.4f}" + (f" ({diff / sd:+.2f} sd)" if sd > 0 else ""))
+            for mode in mean:
+                if mode == "prefix":
+                    continue
+                diff = mean[mode]["test_ndcg10"] - mean["prefix"]["test_ndcg10"]
+                print(f"  {dataset} {model} ({mode}): s/epoch {mean['prefix']['epoch_s'] / mean[mode]['epoch_s']:.2f}x, "
+                      f"wall to early stopping {mean['prefix']['wall_s'] / mean[mode]['wall_s']:.2f}x, "
+                      f"test NDCG@10 {diff:+.4f}" + (f" ({diff / sd:+.2f} sd)" if sd > 0 else ""))
 
 
 def main():
@@ -163,14 +176,15 @@ def main():
         for model in models:
             for seed in seeds:
                 for mode in modes:
-                    if (dataset, model, mode, seed) in results:
+                    if any(k[:2] == (dataset, model) and k[2].split(",")[0] == mode and k[3] == seed for k in results):
                         continue
                     cmd = [sys.executable, __file__, "--child", model, dataset, mode, str(seed), settings]
                     out = subprocess.run(cmd, capture_output=True, text=True)
                     if out.returncode != 0:
                         print(f"{dataset} {model} {mode} seed {seed} failed:\n{out.stderr[-3000:]}", flush=True)
                         continue
-                    r = results[(dataset, model, mode, seed)] = json.loads(out.stdout.strip().splitlines()[-1])
+                    r = json.loads(out.stdout.strip().splitlines()[-1])
+                    results[(dataset, model, variant(mode, r), seed)] = r
                     print(f"{dataset:14s} {model:14s} {mode:13s} seed {seed}: {r['epoch_s']:7.2f} s/epoch "
                           f"({r['steps_per_epoch']} steps), {r['epochs']:3d} epochs (best {r['best_epoch']}), "
                           f"{r['wall_s']:8.1f} s, valid {r['valid_ndcg10']:.4f}, test {r['test_ndcg10']:.4f}", flush=True)
@@ -181,12 +195,12 @@ def main():
 
 def load(path):
     with open(path, encoding="utf-8") as f:
-        return {(r["dataset"], r["model"], r["train_mode"], r["seed"]): r for r in json.load(f)}
+        return {(r["dataset"], r["model"], variant(r["train_mode"], r), r["seed"]): r for r in json.load(f)}
 
 
 def save(results, path):
     """Writes every run so far, atomically (a killed benchmark keeps the runs it finished)."""
-    rows = [{**r, "dataset": d, "model": m, "train_mode": t, "seed": s} for (d, m, t, s), r in results.items()]
+    rows = [{**r, "dataset": d, "model": m, "train_mode": t.split(",")[0], "seed": s} for (d, m, t, s), r in results.items()]
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(rows, f, indent=1)
