@@ -54,34 +54,18 @@ def measure(model, dataset, mode, seed, settings):
     train_data, valid_data, test_data = prepare_data(config, data)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, build_model(config, train_data))
 
-    epoch_seconds, valid_scores = [], []
-    train_epoch, valid_epoch = trainer._train_epoch, trainer._valid_epoch
-
-    def timed_train_epoch(*args, **kwargs):
-        start = time.perf_counter()
-        out = train_epoch(*args, **kwargs)
-        epoch_seconds.append(time.perf_counter() - start)
-        return out
-
-    def recorded_valid_epoch(*args, **kwargs):
-        score, result = valid_epoch(*args, **kwargs)
-        valid_scores.append(score)
-        return score, result
-
-    trainer._train_epoch, trainer._valid_epoch = timed_train_epoch, recorded_valid_epoch
     start = time.perf_counter()
     _, best_valid = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
     wall = time.perf_counter() - start
     test = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
     shutil.rmtree(checkpoints, ignore_errors=True)
-    best = max(valid_scores) if valid_scores else None
+    training = trainer.training_summary()  # the trainer's own record of its epochs and validations
     print(json.dumps({
-        "epoch_s": statistics.median(epoch_seconds), "epochs": len(epoch_seconds),
-        # RecBole keeps the last epoch that reaches the best score (early_stopping compares with >=)
-        "best_epoch": max(i for i, s in enumerate(valid_scores) if s == best) if valid_scores else None,
-        "early_stopped": len(epoch_seconds) < config["epochs"], "wall_s": wall, "steps_per_epoch": len(train_data),
+        "epoch_s": statistics.median(trainer.epoch_seconds), "epochs": training["epochs"],
+        "best_epoch": training["best_epoch"], "early_stopped": training["stopped_early"], "wall_s": wall,
+        "steps_per_epoch": len(train_data),
         "valid_ndcg10": best_valid.get("ndcg@10"), "test_ndcg10": test.get("ndcg@10"),
-        "train_batch_size": config["train_batch_size"], "torch_threads": torch.get_num_threads(),
+        "train_batch_size": training["train_batch_size"], "torch_threads": torch.get_num_threads(),
         "all_positions_stride": config["all_positions_stride"] if mode == "all_positions" else None,
     }))
 
@@ -176,14 +160,16 @@ def main():
         for model in models:
             for seed in seeds:
                 for mode in modes:
-                    if any(k[:2] == (dataset, model) and k[2].split(",")[0] == mode and k[3] == seed for k in results):
+                    if any((r["dataset"], r["model"], r["train_mode"], r["seed"]) == (dataset, model, mode, seed)
+                           for r in results.values()):
                         continue
                     cmd = [sys.executable, __file__, "--child", model, dataset, mode, str(seed), settings]
                     out = subprocess.run(cmd, capture_output=True, text=True)
                     if out.returncode != 0:
                         print(f"{dataset} {model} {mode} seed {seed} failed:\n{out.stderr[-3000:]}", flush=True)
                         continue
-                    r = json.loads(out.stdout.strip().splitlines()[-1])
+                    r = {**json.loads(out.stdout.strip().splitlines()[-1]),
+                         "dataset": dataset, "model": model, "train_mode": mode, "seed": seed}
                     results[(dataset, model, variant(mode, r), seed)] = r
                     print(f"{dataset:14s} {model:14s} {mode:13s} seed {seed}: {r['epoch_s']:7.2f} s/epoch "
                           f"({r['steps_per_epoch']} steps), {r['epochs']:3d} epochs (best {r['best_epoch']}), "
@@ -200,7 +186,7 @@ def load(path):
 
 def save(results, path):
     """Writes every run so far, atomically (a killed benchmark keeps the runs it finished)."""
-    rows = [{**r, "dataset": d, "model": m, "train_mode": t.split(",")[0], "seed": s} for (d, m, t, s), r in results.items()]
+    rows = list(results.values())
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(rows, f, indent=1)

@@ -11,11 +11,9 @@ import torch
 # Tiny models: thread start-up costs more than it saves.
 torch.set_num_threads(1)
 
-
-from recbole_genair.quick_start import prepare_data
 from recbole_genair.config import Config
 from recbole_genair.data import create_dataset
-from recbole_genair.quick_start import run_recbole_genair
+from recbole_genair.quick_start import prepare_data, run_recbole_genair
 
 TEST_DATA = Path(__file__).resolve().parent / "test_data"
 DATASET = "genair-test"

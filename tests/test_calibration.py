@@ -8,13 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from conftest import built, copy_dataset, raw_training_sequences, tiny_config
-
-from recbole_genair.quick_start import prepare_data
 from recbole_genair.config import Config
 from recbole_genair.data import create_dataset
 from recbole_genair.data.cooccurrence import cooccurrence_matrix
 from recbole_genair.model.losses import BehaviouralCalibrationLoss
-from recbole_genair.quick_start import build_model
+from recbole_genair.quick_start import build_model, prepare_data
 from recbole_genair.trainer import LLMRecTrainer
 
 

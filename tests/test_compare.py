@@ -10,13 +10,11 @@ import pandas as pd
 import pytest
 import torch
 from matplotlib.image import imread
-
 from recbole.evaluator.collector import DataStruct
 from recbole.utils import init_seed
 from scipy import stats
 
 from conftest import copy_dataset, per_user_ndcg, raw_training_sequences, tiny_config, working_in
-from recbole_genair.quick_start import prepare_data
 from recbole_genair.config import Config
 from recbole_genair.data import create_dataset
 from recbole_genair.commands.compare import run_comparison
@@ -25,7 +23,7 @@ from recbole_genair.evaluation.compare import (ablation_report, markdown_table, 
                                                summarise)
 from recbole_genair.evaluation.entropy import matrix_entropy
 from recbole_genair.evaluation.group_metrics import GROUP_METRICS, TARGET_ITEMS, TRAIN_POPULARITY, item_groups
-from recbole_genair.quick_start import build_model, load_data_and_model, run_recbole_genair
+from recbole_genair.quick_start import build_model, load_data_and_model, prepare_data, run_recbole_genair
 from recbole_genair.trainer import LLMRecTrainer
 
 

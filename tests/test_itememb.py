@@ -7,12 +7,10 @@ import pytest
 import torch
 
 from conftest import copy_dataset, tiny_config
-
-from recbole_genair.quick_start import prepare_data
 from recbole_genair.config import Config
 from recbole_genair.data import create_dataset
 from recbole_genair.data.itememb import ItemEmbeddingError
-from recbole_genair.quick_start import build_model, run_recbole_genair
+from recbole_genair.quick_start import build_model, prepare_data, run_recbole_genair
 
 
 def read_itememb(path):

@@ -4,14 +4,12 @@ import torch
 import yaml
 
 from conftest import TEST_DATA, assert_one_epoch_trains_and_reports_its_ndcg, tiny_config
-
-from recbole_genair.quick_start import prepare_data
 from recbole_genair.archetype import load_settings
 from recbole_genair.archetype.items import build_prompt, preset_field_map
 from recbole_genair.commands.tune import run_tuning
 from recbole_genair.config import Config
 from recbole_genair.data import create_dataset
-from recbole_genair.quick_start import build_model
+from recbole_genair.quick_start import build_model, prepare_data
 from recbole_genair.trainer import LLMRecTrainer
 
 # (header fixture, sample row, clauses the prompt must contain in this order)

@@ -108,9 +108,9 @@ class AllPositionTrainDataLoader(TrainDataLoader):
     items before RecBole's transform (`mask_itemseq`) masks them.
     """
 
-    def __init__(self, config, dataset, sampler, windows, objective, shuffle=False, trained=None):
+    def __init__(self, config, dataset, sampler, windows, trained, objective, shuffle=False):
         self.windows = np.asarray(windows)
-        self.trained = torch.as_tensor(np.full(len(windows), dataset.max_item_list_len) if trained is None else trained)
+        self.trained = torch.as_tensor(trained)  # per window: how many of its last positions carry a target
         self.objective = objective
         super().__init__(config, dataset, sampler, shuffle=shuffle)
         self._check_settings(config)
@@ -171,8 +171,8 @@ def all_position_loader(config, train_data, objective):
         raise TrainDataError(f"all_positions_stride: {stride} overlaps next-item windows (SASRec, GRU4Rec and the "
                              f"models on them); {config['model']}'s cloze masks whole windows: leave it at ~.")
     windows, trained = window_samples(train_dataset, stride)
-    loader = AllPositionTrainDataLoader(config, train_dataset, train_data._sampler, windows, objective,
-                                        shuffle=config["shuffle"], trained=trained)
+    loader = AllPositionTrainDataLoader(config, train_dataset, train_data._sampler, windows, trained, objective,
+                                        shuffle=config["shuffle"])
     users = train_dataset.inter_feat[train_dataset.uid_field].numpy()
     skipped = train_dataset.user_num - 1 - np.unique(users).size  # user id 0 is padding
     getLogger().info(
