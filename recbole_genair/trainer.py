@@ -69,6 +69,13 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
         self.every_position = train_objective(type(model), config["train_mode"]) == NEXT_ITEM
         self.epoch_seconds, self.valid_scores = [], []
 
+    def _build_optimizer(self, **kwargs):
+        """RecBole's optimizer, over the model's own parameter groups when it has them (e.g. a weight decay of its own)."""
+        groups = getattr(self.model, "optimizer_parameter_groups", None)
+        if "params" not in kwargs and groups is not None and groups() is not None:
+            kwargs["params"] = groups()
+        return super()._build_optimizer(**kwargs)
+
     def training_summary(self):
         """How training ended: epochs run, the epoch whose weights were kept, whether early stopping ended it."""
         scores = self.valid_scores

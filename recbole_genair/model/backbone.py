@@ -31,17 +31,33 @@ class LLMItemEmbeddingMixin:
 
         `item_normalization: True` L2-normalises the projected rows to `norm_scale` (TF-LLMER's
         item-embedding normalisation; for GenAIR an extension, off by default as in the paper).
+        `center_item_table`, `item_residual`, `item_residual_dropout` (issue 17, off by default): see
+        `LLMItemEmbedding`; `item_residual_weight_decay` is the residual's own weight decay.
         """
         table = self._llm_item_table(config, dataset) if table is None else table
+        options = dict(center=bool(config["center_item_table"]), residual=bool(config["item_residual"]),
+                       residual_dropout=float(config["item_residual_dropout"] or 0.0))
+        if not 0.0 <= options["residual_dropout"] < 1.0:
+            raise ValueError(f"item_residual_dropout must be in [0, 1), not {options['residual_dropout']}")
         if config["item_normalization"]:
             self.item_embedding = NormalizedLLMItemEmbedding(
                 table, embedding_size, config["projector_hidden_size"], n_extra_tokens,
-                scale=config["norm_scale"] or 1.0, learnable_scale=bool(config["learnable_norm_scale"]),
+                scale=config["norm_scale"] or 1.0, learnable_scale=bool(config["learnable_norm_scale"]), **options
             )
         else:
             self.item_embedding = LLMItemEmbedding(
-                table, embedding_size, config["projector_hidden_size"], n_extra_tokens=n_extra_tokens
+                table, embedding_size, config["projector_hidden_size"], n_extra_tokens=n_extra_tokens, **options
             )
+        self._residual_weight_decay = config["item_residual_weight_decay"]
+
+    def optimizer_parameter_groups(self):
+        """Parameter groups for the optimizer: the item residual with its own weight decay, if it has one."""
+        residual = getattr(self.item_embedding, "residual", None)
+        decay = getattr(self, "_residual_weight_decay", None)
+        if residual is None or decay is None:
+            return None
+        rest = [p for p in self.parameters() if p is not residual]
+        return [{"params": rest}, {"params": [residual], "weight_decay": float(decay)}]
 
     def calculate_loss(self, interaction):
         """The backbone's loss, with an `ItemTable` computed once for the whole step."""

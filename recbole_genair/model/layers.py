@@ -99,16 +99,35 @@ def shared_table(embedding):
 
 
 class LLMItemEmbedding(ItemTable):
-    """Frozen LLM item table followed by a trainable projector (GenAIR eqs. 7-8)."""
+    """Frozen LLM item table followed by a trainable projector (GenAIR eqs. 7-8).
 
-    def __init__(self, llm_table, embedding_size, projector_hidden_size=None, n_extra_tokens=0):
+    Two options beyond the paper (issue 17), both off by default:
+    - `center`: subtract the mean projected item row, so the projector's shared offset (the same
+      vector added to every item) does not enter the backbone or the scores.
+    - `residual`: a trainable per-item row added to the projected one, initialised at zero (the
+      initial table, and with it every initial score, is the paper's), with its own `residual_dropout`
+      (on the residual rows, in training) and weight decay (`optimizer_parameter_groups`), so that
+      behaviour can separate items whose texts the LLM vectors cannot tell apart.
+    """
+
+    def __init__(self, llm_table, embedding_size, projector_hidden_size=None, n_extra_tokens=0, center=False,
+                 residual=False, residual_dropout=0.0):
         super().__init__(llm_table.size(0), embedding_size)
         self.register_buffer("llm_table", llm_table.float())
         self.projector = MLPProjector(llm_table.size(1), embedding_size, projector_hidden_size)
+        self.center = bool(center)
+        self.residual_dropout = float(residual_dropout or 0.0)
+        # zeros draw no random numbers: the projector and every later layer initialise as without it
+        self.residual = nn.Parameter(torch.zeros(llm_table.size(0) - 1, embedding_size)) if residual else None
         self._append_extra_tokens(n_extra_tokens)
 
     def item_rows(self):
-        return self.projector(self.llm_table[1:])
+        rows = self.projector(self.llm_table[1:])
+        if self.center:
+            rows = rows - rows.mean(dim=0, keepdim=True)
+        if self.residual is not None:
+            rows = rows + F.dropout(self.residual, self.residual_dropout, self.training)
+        return rows
 
 
 class NormalizedLLMItemEmbedding(LLMItemEmbedding):
@@ -118,8 +137,8 @@ class NormalizedLLMItemEmbedding(LLMItemEmbedding):
     """
 
     def __init__(self, llm_table, embedding_size, projector_hidden_size=None, n_extra_tokens=0, scale=1.0,
-                 learnable_scale=False):
-        super().__init__(llm_table, embedding_size, projector_hidden_size, n_extra_tokens)
+                 learnable_scale=False, **options):
+        super().__init__(llm_table, embedding_size, projector_hidden_size, n_extra_tokens, **options)
         scale = torch.tensor(float(scale))
         if learnable_scale:
             self.scale = nn.Parameter(scale)
