@@ -106,3 +106,26 @@ def test_out_of_range_residual_dropout_is_refused(tmp_path):
 def test_model_with_both_options_trains_and_reports_its_ndcg(tmp_path, model_name):
     assert_one_epoch_trains_and_reports_its_ndcg(tmp_path, model_name, center_item_table=True, item_residual=True,
                                                  item_residual_dropout=0.1, item_residual_weight_decay=0.0001)
+
+
+@pytest.mark.parametrize("model_name", GENAIR_MODELS)
+def test_backbone_init_scale_starts_rows_at_the_std_of_the_table_they_replace(tmp_path, model_name):
+    config, _, train_data = built(tmp_path, model_name, projector_init_scale="backbone")
+    model = build_model(config, train_data)
+    # the backbone's own random table under the same seed: what the option matches
+    from recbole.model.sequential_recommender import BERT4Rec, GRU4Rec, SASRec
+    from recbole.utils import init_seed
+    backbone = {"SASRecGenAIR": SASRec, "GRU4RecGenAIR": GRU4Rec, "BERT4RecGenAIR": BERT4Rec}[model_name]
+    init_seed(config["seed"], config["reproducibility"])
+    reference = backbone(config, train_data.dataset).item_embedding.weight[1:model.n_items]
+    rows = model.item_embedding.weight[1:model.n_items]
+    assert float(rows.std()) == pytest.approx(float(reference.std()), rel=1e-4)
+    paper = build_model(Config(model_name, config_dict=tiny_config(tmp_path)), train_data).item_embedding.weight
+    assert float(paper[1:model.n_items].std()) > 2 * float(rows.std())  # the default really is larger (SASRec: ~18x)
+    assert_one_epoch_trains_and_reports_its_ndcg(tmp_path, model_name, projector_init_scale="backbone")
+
+
+def test_unknown_projector_init_scale_is_refused_by_name(tmp_path):
+    config, _, train_data = built(tmp_path, projector_init_scale="pca")
+    with pytest.raises(ValueError, match="projector_init_scale must be 'default' or 'backbone', not 'pca'"):
+        build_model(config, train_data)

@@ -33,8 +33,17 @@ class LLMItemEmbeddingMixin:
         item-embedding normalisation; for GenAIR an extension, off by default as in the paper).
         `center_item_table`, `item_residual`, `item_residual_dropout` (issue 17, off by default): see
         `LLMItemEmbedding`; `item_residual_weight_decay` is the residual's own weight decay.
+        `projector_init_scale: backbone` starts the projected rows at the std of the random table they
+        replace (the projector's default initialisation gives rows ~20x the norm of SASRec's, which leaves
+        the position embeddings a few percent of the encoder input); `default` is PyTorch's (the paper's).
         """
         table = self._llm_item_table(config, dataset) if table is None else table
+        init_scale = config["projector_init_scale"] or "default"
+        if init_scale not in ("default", "backbone"):
+            raise ValueError(f"projector_init_scale must be 'default' or 'backbone', not {init_scale!r}; set it in YAML "
+                             "or with --projector_init_scale")
+        # the random item table being replaced: the scale the backbone's initialisation chose for item vectors
+        reference_std = float(self.item_embedding.weight[1:self.n_items].detach().std())
         options = dict(center=bool(config["center_item_table"]), residual=bool(config["item_residual"]),
                        residual_dropout=float(config["item_residual_dropout"] or 0.0))
         if not 0.0 <= options["residual_dropout"] < 1.0:
@@ -48,6 +57,8 @@ class LLMItemEmbeddingMixin:
             self.item_embedding = LLMItemEmbedding(
                 table, embedding_size, config["projector_hidden_size"], n_extra_tokens=n_extra_tokens, **options
             )
+        if init_scale == "backbone":
+            self.item_embedding.scale_initial_rows(reference_std)
         self._residual_weight_decay = config["item_residual_weight_decay"]
 
     def optimizer_parameter_groups(self):

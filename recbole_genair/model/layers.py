@@ -121,6 +121,16 @@ class LLMItemEmbedding(ItemTable):
         self.residual = nn.Parameter(torch.zeros(llm_table.size(0) - 1, embedding_size)) if residual else None
         self._append_extra_tokens(n_extra_tokens)
 
+    @torch.no_grad()
+    def scale_initial_rows(self, target_std):
+        """Scale the projector's last layer so that the projected item rows have standard deviation `target_std`."""
+        std = float(self.projector(self.llm_table[1:]).std())
+        if std > 0:
+            last = self.projector.net[-1]
+            last.weight.mul_(target_std / std)
+            last.bias.mul_(target_std / std)
+        self._table = None
+
     def item_rows(self):
         rows = self.projector(self.llm_table[1:])
         if self.center:
