@@ -165,7 +165,8 @@ def check_same_items(checkpoint, dataset, model_file):
     if stored is None:  # written before checkpoints held their ids: the weights' shapes are checked on load
         return
     current = [str(token) for token in dataset.field2id_token[dataset.iid_field]]
-    if list(stored) == current:
+    stored = list(stored)[: len(stored) - len(checkpoint.get("added_item_ids") or [])]  # items added after training
+    if stored == current:
         return
     moved = [row for row in range(1, min(len(stored), len(current))) if stored[row] != current[row]]
     example = f", e.g. row {moved[0]}: {stored[moved[0]]!r} at training, {current[moved[0]]!r} now" if moved else ""
@@ -195,7 +196,10 @@ def load_data_and_model(model_file, data_path=None):
     config.compatibility_settings()  # numpy aliases RecBole sets when a Config is built, not when unpickled
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    stored = (checkpoint.get("other_parameter") or {}).get("llm_item_vectors")
+    vectors = (checkpoint.get("other_parameter") or {}).get("llm_item_vectors")
+    # items added after training (Recommender.add_items): rows after the dataset's, vectors in the checkpoint
+    added = list(checkpoint.get("added_item_ids") or [])
+    stored = vectors[: len(vectors) - len(added)] if vectors is not None else None
     if stored is not None and os.path.isfile(itememb_path(config)):
         stored = None
     elif stored is not None:
@@ -204,6 +208,9 @@ def load_data_and_model(model_file, data_path=None):
     check_same_items(checkpoint, dataset, model_file)
     train_data, valid_data, test_data = prepare_data(config, dataset)
     model = build_model(config, train_data)
+    if added:
+        model.append_items(torch.as_tensor(vectors[len(vectors) - len(added):]))
+    model.added_item_ids = tuple(added)
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as err:

@@ -15,6 +15,7 @@ Row 0 of the item table (padding) and BERT4Rec's mask token are never candidates
 The model and its catalogue are held as one snapshot that each call reads once: a step that appends
 rows to the item table (items added from their text) can replace both at once while calls run.
 """
+import copy
 import json
 import numbers
 import os
@@ -27,6 +28,7 @@ from recbole.data.interaction import Interaction
 from recbole.model.sequential_recommender import BERT4Rec, GRU4Rec, SASRec
 from recbole.utils import ModelType
 
+from recbole_genair import __version__
 from recbole_genair.quick_start import CheckpointError, load_data_and_model
 
 UNKNOWN_IDS = ("error", "skip")
@@ -76,6 +78,7 @@ class Recommender:
         self.config = config
         self.checkpoint = None if checkpoint is None else str(checkpoint)
         self.batch_size = int(config["eval_batch_size"]) if config is not None else 256
+        self.added_item_ids = ()  # items added from their text since training (add_items), in row order
         self._snapshot = _Snapshot(model.eval(), item_ids, {item: row for row, item in enumerate(item_ids, 1)})
 
     @classmethod
@@ -91,8 +94,11 @@ class Recommender:
             raise CheckpointError(f"{checkpoint} holds {config['model']}, a {config['MODEL_TYPE'].name.lower()} model: "
                                   f"the Recommender ranks items for item histories, which sequential models do; "
                                   f"train one, e.g. `python run_recbole_genair.py --model=SASRecGenAIR`")
-        item_ids = dataset.field2id_token[dataset.iid_field][1:]
-        return cls(model, item_ids, config, checkpoint)
+        added = tuple(getattr(model, "added_item_ids", ()))
+        item_ids = [str(i) for i in dataset.field2id_token[dataset.iid_field][1:]] + list(added)
+        recommender = cls(model, item_ids, config, checkpoint)
+        recommender.added_item_ids = added
+        return recommender
 
     @property
     def model(self):
@@ -210,6 +216,94 @@ class Recommender:
             source.replace(target)
         return paths
 
+    def add_items(self, new_items):
+        """Add items from their text without retraining; returns the number added.
+
+        `new_items`: `recbole_genair.archetype.new_items.NewItemVectors` (`embed_new_items`), made with the
+        LLM, settings and PCA basis of the `.itememb` the model was trained on (anything else is refused,
+        saying which differs). The trained projector maps them into the item table; every trained item's
+        score is unchanged and the new items can be recommended at once. Calls running meanwhile use the
+        catalogue as it was before. `save()` writes the extended model as a new checkpoint.
+        """
+        snapshot = self._snapshot
+        model = snapshot.model
+        self.check_can_add_items()
+        ids = [str(i) for i in new_items.ids]
+        known = [i for i in ids if i in snapshot.rows]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if known or repeated:
+            raise RecommendError(f"new items must have new ids: {_listed(known)} already in the catalogue"
+                                 if known else f"ids given more than once: {_listed(repeated)}")
+        self._check_source(model, new_items.source)
+        rows = np.asarray(new_items.vectors, dtype=np.float32)
+        rows = _selected_views(rows, self.config, new_items.source.views)
+        extended = copy.deepcopy(model)
+        extended.append_items(torch.from_numpy(rows))
+        extended.eval()
+        item_ids = snapshot.item_ids + tuple(ids)
+        self.added_item_ids = self.added_item_ids + tuple(ids)
+        self._snapshot = _Snapshot(extended, item_ids, {item: row for row, item in enumerate(item_ids, 1)})
+        return len(ids)
+
+    def check_can_add_items(self):
+        """Raise `RecommendError`, saying why, unless the model can take items from their text (`add_items`)."""
+        model = self._snapshot.model
+        name = type(model).__name__
+        reason = getattr(model, "cannot_add_items", None) if hasattr(model, "append_items") else (
+            f"{name} scores with a trained item-ID table only: a new item has no row, and no text path to make one")
+        if reason:
+            raise RecommendError(f"{name} cannot add items from their text: {reason}. Use a GenAIR or TF-LLMER model "
+                                 f"(e.g. SASRecGenAIR), whose item rows are computed from the LLM vectors.")
+
+    @staticmethod
+    def _check_source(model, source):
+        trained = getattr(model, "llm_item_source", None)
+        if not trained:
+            raise RecommendError(
+                f"{type(model).__name__} does not record which LLM and PCA made its vectors (its .itememb was not "
+                f"written by this version's archetype preprocessor): new vectors could not be checked to be in its "
+                f"space. Retrain on an .itememb written by `python -m recbole_genair.archetype`.")
+        if source.llm_model != str(trained.get("llm_model")):
+            raise RecommendError(
+                f"the new vectors come from another LLM ({source.llm_model}); the model was trained on vectors of "
+                f"{trained.get('llm_model')}. Embed the new items with the .itememb the model was trained on.")
+        if source.pca_sha256 != str(trained.get("pca_sha256")) or source.itememb_sha256 != str(trained.get("itememb_sha256")):
+            raise RecommendError(
+                f"the new vectors were mapped with another PCA basis (archetype run with signature {source.signature}, "
+                f".itememb {source.itememb_sha256[:12]}); the model was trained on the run with signature "
+                f"{trained.get('signature')}, .itememb {str(trained.get('itememb_sha256'))[:12]}. Embed the new items "
+                f"with the .itememb the model was trained on.")
+
+    def save(self, path):
+        """Write the model as it is now (items added included) as a checkpoint that `Recommender.load` reads.
+
+        Loading it still needs the training dataset's files; the added items travel in the checkpoint.
+        Written atomically; returns the path.
+        """
+        if self.config is None:
+            raise RecommendError("this Recommender was built without its config: load it from a checkpoint to save it")
+        snapshot = self._snapshot
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        added = self.added_item_ids
+        state = {
+            "config": self.config,
+            "state_dict": snapshot.model.state_dict(),
+            "other_parameter": snapshot.model.other_parameter(),
+            "item_ids": ["[PAD]"] + list(snapshot.item_ids),
+            "added_item_ids": list(added),
+            "saved_from": self.checkpoint,
+            "recbole_genair_version": __version__,
+        }
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            torch.save(state, tmp, pickle_protocol=4)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        self.checkpoint = str(path)
+        return path
+
     def _check_k(self, snapshot, k):
         if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
             raise RecommendError(f"k={k!r}: give a whole number of items, at least 1")
@@ -287,6 +381,15 @@ class Recommender:
                                          f"GRU4Rec, BERT4Rec and recbole_genair's)") from None
                 out.append(scores.view(len(chunk), -1)[:, 1: n + 1].float().cpu())
         return torch.cat(out)
+
+
+def _selected_views(rows, config, widths):
+    """The columns of `.itememb` vectors the model reads (`llm_views`: both, prefill or decoding)."""
+    views = (config["llm_views"] if config is not None else None) or "both"
+    if views == "both":
+        return rows
+    prefill = int(widths["prefill"])
+    return rows[:, :prefill] if views == "prefill" else rows[:, prefill:]
 
 
 def _listed(ids):

@@ -8,6 +8,8 @@
 - `POST /recommend` `{"histories": [["242", "302"], ["51"]], "k": 10, "exclude_seen": true, "unknown": "error"}`
   -> `{"recommendations": [{"items": [...], "scores": [...], "skipped": [...]}, ...]}`, one per history, as
   `Recommender.recommend` gives them.
+- `POST /items` `{"items": [{"id": "B0NEW", "fields": {"title": "...", "brand": "..."}}]}` -> the items added
+  from their text (`Recommender.add_items`), with their archetypes; recommendable at once.
 - `GET /health` -> `{"status": "ok"}`; `GET /metadata` -> the model, dataset, catalogue size, checkpoint,
   package version and how many items of a history the model reads.
 - `GET /docs` and `GET /openapi.json`: FastAPI's OpenAPI documentation.
@@ -16,7 +18,8 @@ A body that does not have this shape is answered 422 with FastAPI's list of what
 model cannot answer as asked (unknown ids, an empty history, k beyond the catalogue) is answered 400 with
 the `RecommendError` message. Neither changes the served model.
 """
-from typing import List, Literal, Union
+import threading
+from typing import Dict, List, Literal, Union
 
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
@@ -53,6 +56,34 @@ class RecommendResponse(BaseModel):
     recommendations: List[Recommended] = Field(description="one per history, in the order of the request")
 
 
+class NewItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: ItemId = Field(description="the new item's raw id (not in the catalogue yet)")
+    fields: Dict[str, Union[StrictStr, StrictInt, float, None]] = Field(
+        description="its metadata, by the dataset's .item field names (e.g. title, brand, categories)",
+        examples=[{"title": "Recycled paper ream", "brand": "Lumo"}])
+
+
+class AddItemsRequest(BaseModel):
+    """The body of `POST /items`: new items with their metadata."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: List[NewItem] = Field(description="the items to add, each with its id and metadata")
+
+
+class AddedItem(BaseModel):
+    id: str
+    archetype: str = Field(description="the archetype the LLM wrote for it (GenAIR eq. 5)")
+
+
+class AddItemsResponse(BaseModel):
+    added: List[AddedItem]
+    n_items: int = Field(description="items in the catalogue now")
+    checkpoint: Union[str, None] = Field(description="where the extended model was saved (--added_checkpoint), if set")
+
+
 class Health(BaseModel):
     status: Literal["ok"]
 
@@ -66,8 +97,14 @@ class Metadata(BaseModel):
     version: str = Field(description="recbole_genair version of this service")
 
 
-def create_app(recommender):
-    """A FastAPI app that serves `recommender` (a `recbole_genair.recommender.Recommender`)."""
+def create_app(recommender, embedder=None, added_checkpoint=None, no_embedder_reason=None):
+    """A FastAPI app that serves `recommender` (a `recbole_genair.recommender.Recommender`).
+
+    `embedder`: an `ItemEmbedder` of the `.itememb` the model was trained on, for `POST /items` (None: items
+    cannot be added, and the endpoint says why: `no_embedder_reason`). `added_checkpoint`: after each addition the extended model
+    is saved there, so that a restart on it loses nothing.
+    """
+    adding = threading.Lock()  # additions one at a time; recommendations go on meanwhile (snapshots)
     app = FastAPI(
         title="recbole-genair",
         version=__version__,
@@ -102,5 +139,32 @@ def create_app(recommender):
         return {"recommendations": [
             {"items": list(r.items), "scores": list(r.scores), "skipped": list(r.skipped)} for r in results
         ]}
+
+    @app.post("/items", response_model=AddItemsResponse,
+              responses={400: {"description": "items that cannot be added as asked (the message says why)"}})
+    def add_items(request: AddItemsRequest):
+        try:
+            recommender.check_can_add_items()
+            if embedder is None:
+                why = no_embedder_reason or "no .itememb given"
+                raise RecommendError(f"this service cannot make vectors for new items ({why}); start it with "
+                                     f"--itememb=<the .itememb the model was trained on, with its .itememb.json "
+                                     f"and .itememb.pca.npz>")
+            ids = [str(item.id) for item in request.items]
+            if len(set(ids)) != len(ids) or not ids:
+                raise RecommendError("give each new item once, with its own id" if ids else "no items given")
+            rows = {str(item.id): item.fields for item in request.items}
+            with adding:
+                known = [i for i in ids if i in set(recommender.item_ids)]
+                if known:
+                    raise RecommendError(f"new items must have new ids: {', '.join(map(repr, known[:10]))} already "
+                                         f"in the catalogue")
+                new_items = embedder.embed(rows, where="POST /items")
+                recommender.add_items(new_items)
+                saved = str(recommender.save(added_checkpoint)) if added_checkpoint else None
+        except ValueError as err:  # RecommendError, NewItemsError: the request cannot be done as asked
+            raise HTTPException(status_code=400, detail=str(err)) from None
+        return {"added": [{"id": i, "archetype": t} for i, t in zip(new_items.ids, new_items.archetypes)],
+                "n_items": len(recommender.item_ids), "checkpoint": saved}
 
     return app

@@ -1,7 +1,11 @@
 import contextlib
 import math
 import shutil
+import signal
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -147,3 +151,51 @@ def working_in(folder):
         patch.chdir(folder)
         patch.setattr(sys, "argv", ["pytest"])
         yield folder
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def started_server(args, folder):
+    """An httpx client of `python -m recbole_genair.serve <args>` really started on a free port; on exit the
+    server is stopped with SIGTERM and must have shut down cleanly, with no traceback in its log."""
+    import httpx
+
+    port = free_port()
+    log = open(folder / "server.log", "w+")
+    process = subprocess.Popen([sys.executable, "-m", "recbole_genair.serve", *args, "--host=127.0.0.1", f"--port={port}"],
+                               stdout=log, stderr=subprocess.STDOUT, cwd=folder)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None:
+                log.seek(0)
+                pytest.fail(f"the server exited with {process.returncode}:\n{log.read()[-3000:]}")
+            try:
+                if client.get("/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("the server did not answer /health within 120 s")
+            time.sleep(0.2)
+        yield client
+    finally:
+        client.close()
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.seek(0)
+        written = log.read()
+        log.close()
+    # SIGTERM: uvicorn shuts down cleanly, then exits by the signal it caught; no request left a traceback
+    assert process.returncode in (0, -signal.SIGTERM), written[-3000:]
+    assert "Application shutdown complete" in written and "Traceback" not in written, written[-3000:]

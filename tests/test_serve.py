@@ -14,18 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from conftest import DATASET, tiny_config, working_in
+from conftest import DATASET, free_port, started_server, tiny_config, working_in
 from recbole_genair import __version__
 from recbole_genair.quick_start import run_recbole_genair
 from recbole_genair.recommender import Recommender, RecommendError
 
 MODEL = "SASRecGenAIR"
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -41,42 +35,8 @@ def trained(tmp_path_factory):
 def server(trained, tmp_path_factory):
     """An httpx client of the service started by the command on `trained`'s checkpoint; stopped after the module."""
     checkpoint, _ = trained
-    folder = tmp_path_factory.mktemp("server")
-    port = free_port()
-    log = open(folder / "server.log", "w+")
-    process = subprocess.Popen([sys.executable, "-m", "recbole_genair.serve", f"--checkpoint={checkpoint}",
-                                "--host=127.0.0.1", f"--port={port}"],
-                               stdout=log, stderr=subprocess.STDOUT, cwd=folder)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                log.seek(0)
-                pytest.fail(f"the server exited with {process.returncode}:\n{log.read()[-3000:]}")
-            try:
-                if client.get("/health").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("the server did not answer /health within 120 s")
-            time.sleep(0.2)
+    with started_server([f"--checkpoint={checkpoint}"], tmp_path_factory.mktemp("server")) as client:
         yield client
-    finally:
-        client.close()
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.seek(0)
-        written = log.read()
-        log.close()
-    # SIGTERM: uvicorn shuts down cleanly, then exits by the signal it caught; no request left a traceback
-    assert process.returncode in (0, -signal.SIGTERM), written[-3000:]
-    assert "Application shutdown complete" in written and "Traceback" not in written, written[-3000:]
 
 
 def as_json(results):
@@ -119,7 +79,8 @@ def test_metadata_describes_the_served_checkpoint(server, trained):
 
 def test_openapi_documents_the_endpoints_and_the_request(server):
     spec = server.get("/openapi.json").json()
-    assert set(spec["paths"]) == {"/recommend", "/health", "/metadata"}
+    assert set(spec["paths"]) == {"/recommend", "/items", "/health", "/metadata"}
+    assert set(spec["paths"]["/items"]["post"]["responses"]) >= {"200", "400", "422"}
     assert set(spec["paths"]["/recommend"]["post"]["responses"]) >= {"200", "400", "422"}
     request = spec["components"]["schemas"]["RecommendRequest"]
     assert set(request["properties"]) == {"histories", "k", "exclude_seen", "unknown"}
@@ -207,3 +168,11 @@ def test_the_command_refuses_a_file_that_is_not_a_checkpoint_with_an_error_line(
                            f"--port={free_port()}"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert done.returncode == 1
     assert done.stderr.startswith("error: no checkpoint at ") and "Traceback" not in done.stderr
+
+
+def test_adding_items_without_the_stored_basis_is_refused_with_the_fix(server):
+    """The tiny dataset's .itememb was not written with a PCA basis: POST /items says how to get one; nothing changes."""
+    n = server.get("/metadata").json()["n_items"]
+    answer = server.post("/items", json={"items": [{"id": "n1", "fields": {"title": "Pen"}}]})
+    assert answer.status_code == 400 and "without the PCA basis" in answer.json()["detail"] and "--itememb" in answer.json()["detail"]
+    assert server.get("/metadata").json()["n_items"] == n

@@ -67,14 +67,9 @@ def interacted_item_ids(inter_path, item_id_field):
     return list(seen)
 
 
-def read_items(data_path, dataset, item_id_field="item_id"):
-    data_path = Path(data_path)
-    ids = interacted_item_ids(data_path / f"{dataset}.inter", item_id_field)
-    path = data_path / f"{dataset}.item"
-    if not path.is_file():
-        raise ItemFileError(f"{path} does not exist: the prompts are built from the item metadata in the dataset's "
-                            f".item file (RecBole atomic format, e.g. item_id:token<TAB>title:token_seq).")
-    wanted = set(ids)
+def read_item_rows(path, item_id_field, wanted=None):
+    """(field names, {raw id: {field: text}} in file order, [(line number, raw id) decoded with replacement])
+    of an `.item` file; `wanted`: keep only these ids."""
     fields, bad = {}, []
     with open(path, "rb") as f:
         header = _header_names(f.readline().decode("utf-8", "replace"), path)
@@ -89,11 +84,22 @@ def read_items(data_path, dataset, item_id_field="item_id"):
                 line = raw.decode("utf-8", "replace")
                 replaced = True
             parts = line.rstrip("\r\n").split("\t")
-            if len(parts) <= col or parts[col] not in wanted:
+            if len(parts) <= col or not parts[col] or (wanted is not None and parts[col] not in wanted):
                 continue
             if replaced:
                 bad.append((line_no, parts[col]))
             fields[parts[col]] = dict(zip(header, parts))
+    return header, fields, bad
+
+
+def read_items(data_path, dataset, item_id_field="item_id"):
+    data_path = Path(data_path)
+    ids = interacted_item_ids(data_path / f"{dataset}.inter", item_id_field)
+    path = data_path / f"{dataset}.item"
+    if not path.is_file():
+        raise ItemFileError(f"{path} does not exist: the prompts are built from the item metadata in the dataset's "
+                            f".item file (RecBole atomic format, e.g. item_id:token<TAB>title:token_seq).")
+    header, fields, bad = read_item_rows(path, item_id_field, wanted=set(ids))
     missing = [i for i in ids if i not in fields]
     return ItemTable(ids=ids, fields=fields, header=header, path=path, missing_metadata=missing, bad_encoding=bad)
 

@@ -20,8 +20,9 @@ from recbole_genair.archetype.items import (
 from recbole_genair.archetype.lock import HeldLocks
 from recbole_genair.archetype.pca import fit_pca, transform
 from recbole_genair.archetype.pooling import pooled_views
-from recbole_genair.archetype.settings import SettingsError, signature
+from recbole_genair.archetype.settings import SettingsError, prompt_settings, signature
 from recbole_genair.archetype.store import TextLog, VectorStore, atomic_write
+from recbole_genair.data.itememb import file_sha256
 
 logger = logging.getLogger("recbole_genair.archetype")
 _EXAMPLES = 5
@@ -205,7 +206,7 @@ def run_archetype(settings):
                 summary["seconds"] = time.time() - start
                 summary["work_dir"] = str(folder.path)
                 return summary
-        summary.update(_write_outputs(settings, ids, prompts, work_root, locks))
+        summary.update(_write_outputs(settings, ids, prompts, work_root, locks, item_fields=table.header))
     summary["seconds"] = time.time() - start
     return summary
 
@@ -268,6 +269,13 @@ def _generate_and_embed(settings, folder, ids, prompts, summary, locks):
 
 
 def _write_texts(generator, tokenizer, model, todo, prompts, prompt_ids, folder, settings):
+    records = archetype_records(generator, tokenizer, model, todo, prompts, prompt_ids)
+    folder.texts.append(records)
+    return records
+
+
+def archetype_records(generator, tokenizer, model, todo, prompts, prompt_ids):
+    """Generate the archetypes of `todo` (an empty text is retried once with sampling); one record per item."""
     gens = generator.generate([prompts[i] for i in todo], [prompt_ids[i] for i in todo])
     retried = [k for k, g in enumerate(gens) if not g.text]
     if retried:  # one retry with sampling: a greedy retry would repeat the empty text
@@ -290,7 +298,6 @@ def _write_texts(generator, tokenizer, model, todo, prompts, prompt_ids, folder,
         }
         for k, (item, g) in enumerate(zip(todo, gens))
     ]
-    folder.texts.append(records)
     return records
 
 
@@ -306,7 +313,7 @@ def _work_folders(work_root, settings, locks):
     return folders
 
 
-def _write_outputs(settings, ids, prompts, work_root, locks):
+def _write_outputs(settings, ids, prompts, work_root, locks, item_fields=None):
     """Gather vectors from the work folder and its shards, fit PCA per view, write the outputs atomically."""
     folders = _work_folders(work_root, settings, locks)
     located, texts = {}, {}
@@ -370,11 +377,18 @@ def _write_outputs(settings, ids, prompts, work_root, locks):
                        f"tell them apart. Their prompts and archetypes coincide; see distinguish_duplicates.")
     digest, values = signature(settings)
     views = {name: int(comp.shape[1]) for name, (_, comp, _) in zip(("prefill", "decoding"), fits)}
+    # the basis that maps the LLM's states into the .itememb columns: items added later are mapped with it
+    basis_path = out_dir / f"{settings['dataset']}.itememb.pca.npz"
+    with atomic_write(basis_path, "wb") as f:
+        np.savez(f, **{f"{name}_{part}": array for name, (mean, comp, _) in zip(("prefill", "decoding"), fits)
+                       for part, array in (("mean", mean), ("components", comp))})
     with atomic_write(out_dir / f"{settings['dataset']}.itememb.json") as f:
         json.dump({"views": views, "order": ["prefill", "decoding"], "llm_model": settings["llm_model"],
                    "llm_hidden_size": hidden, "explained_variance": [kept for _, _, kept in fits],
                    "signature": digest, "itememb_sha256": checksum.hexdigest(), "rows": len(ids),
-                   "columns": sum(views.values())}, f, indent=1)
+                   "columns": sum(views.values()), "pca_file": basis_path.name,
+                   "pca_sha256": file_sha256(basis_path), "settings": prompt_settings(settings),
+                   "item_fields": item_fields}, f, indent=1)
     archetype = out_dir / f"{settings['dataset']}.archetype"
     with atomic_write(archetype) as f:
         for item in ids:

@@ -113,3 +113,15 @@ def signature(settings):
     values = {k: settings.get(k) for k in SIGNATURE_KEYS}
     digest = hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return digest, values
+
+
+# Where the files are, and how a run proceeds: not part of what an item's vector is made from.
+_RUN_KEYS = ("dataset", "data_path", "output_path", "work_dir", "overwrite", "shard", "merge", "pca_only")
+
+
+def prompt_settings(settings):
+    """The settings that turn an item's metadata into its vector (prompt, LLM, generation, pooling), JSON-ready.
+
+    Stored beside the `.itememb`, so that items added after training get their vectors the same way.
+    """
+    return json.loads(json.dumps({k: v for k, v in settings.items() if k not in _RUN_KEYS}, default=str))

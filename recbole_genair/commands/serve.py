@@ -3,10 +3,12 @@
     python -m recbole_genair.serve --checkpoint=saved/SASRecGenAIR-....pth --host=127.0.0.1 --port=8000
 
 Loads the checkpoint once (as `Recommender.load`), then answers `POST /recommend`, `GET /health`,
+`POST /items` (items added from their text),
 `GET /metadata` and the OpenAPI docs at `/docs` until stopped (Ctrl-C or SIGTERM). Needs the `serve`
 extra: `pip install "recbole-genair[serve]"`.
 """
 import sys
+from pathlib import Path
 
 from recbole_genair.commands.recommend import checkpoint_parser
 from recbole_genair.data.files import DatasetFilesError
@@ -20,7 +22,25 @@ def parse_args(argv):
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     parser.add_argument("--log_level", default="info", choices=("critical", "error", "warning", "info", "debug"),
                         help="uvicorn's log level (default info)")
+    parser.add_argument("--itememb", default=None,
+                        help="the .itememb the model was trained on, for POST /items (default: where it was at "
+                             "training, if it is there)")
+    parser.add_argument("--llm_model", default=None, help="where the archetype run's LLM is now, if it moved")
+    parser.add_argument("--added_checkpoint", default=None,
+                        help="save the model here after each POST /items (a new file, not the one served)")
     return parser.parse_args(argv)
+
+
+def item_embedder(recommender, itememb=None, llm_model=None):
+    """(`ItemEmbedder` for POST /items, None) or (None, why items cannot be added, also printed on stderr)."""
+    from recbole_genair.archetype.new_items import ItemEmbedder
+    from recbole_genair.commands.add_items import trained_itememb
+
+    try:
+        return ItemEmbedder(trained_itememb(recommender, itememb), llm_model=llm_model), None
+    except ValueError as err:
+        print(f"POST /items is off: {err}", file=sys.stderr, flush=True)
+        return None, str(err)
 
 
 def main(argv=None):
@@ -37,8 +57,11 @@ def main(argv=None):
         recommender = Recommender.load(args.checkpoint, data_path=args.data_path)
     except (ValueError, DatasetFilesError) as err:  # the package's errors for people: checkpoint, data
         raise SystemExit(f"error: {err}") from None
+    if args.added_checkpoint and Path(args.added_checkpoint).resolve() == Path(args.checkpoint).resolve():
+        raise SystemExit("error: --added_checkpoint is the checkpoint served: give a new file")
+    embedder, why_not = item_embedder(recommender, args.itememb, args.llm_model)
     print(f"serving {recommender!r} on http://{args.host}:{args.port} (docs at /docs)", file=sys.stderr, flush=True)
-    uvicorn.run(create_app(recommender), host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(create_app(recommender, embedder, args.added_checkpoint, why_not), host=args.host, port=args.port, log_level=args.log_level)
 
 
 if __name__ == "__main__":

@@ -293,3 +293,20 @@ def _view_widths_from_meta(meta_path, path):
         raise ItemEmbeddingError(f"{meta_path} describes another version of {path} (its SHA-256 differs): the "
                                  f"view widths would select the wrong columns; {fix}.")
     return [meta["views"]["prefill"], meta["views"]["decoding"]]
+
+
+def llm_item_source(config):
+    """What the run's `.itememb` was made with (its `.itememb.json`, when that describes this very file), else None.
+
+    Items added after training must come from the same LLM, settings and PCA basis; see
+    `recbole_genair.archetype.new_items`.
+    """
+    path = itememb_path(config)
+    meta_path = path + ".json"
+    if not (os.path.isfile(path) and os.path.isfile(meta_path)):
+        return None
+    with open(meta_path, encoding="utf-8") as f:
+        meta = json.load(f)
+    if meta.get("itememb_sha256") != file_sha256(path):
+        return None
+    return {key: meta.get(key) for key in ("llm_model", "signature", "itememb_sha256", "pca_sha256", "views")}

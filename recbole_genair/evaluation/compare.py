@@ -25,7 +25,7 @@ from recbole_genair.data.popularity import item_popularity
 from recbole_genair.evaluation.entropy import entropy_by_popularity, head_tail_scatter
 
 logger = logging.getLogger("recbole_genair.compare")
-TABLE_METRICS = ["ndcg@10", "hit@10", "headndcg@10", "tailndcg@10", "coldndcg@10"]
+TABLE_METRICS = ["ndcg@10", "hit@10", "headndcg@10", "tailndcg@10", "coldndcg@10", "coldhit@10"]
 
 
 def paired_significance(values, reference, alpha=0.05):

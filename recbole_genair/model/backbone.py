@@ -1,5 +1,7 @@
 """The one way every LLM-enhanced model of the package plugs into RecBole's sequential backbones."""
-from recbole_genair.data.itememb import load_llm_item_table
+import torch
+
+from recbole_genair.data.itememb import llm_item_source, load_llm_item_table
 from recbole_genair.model.layers import LLMItemEmbedding, NormalizedLLMItemEmbedding, shared_table
 
 
@@ -14,13 +16,45 @@ class LLMItemEmbeddingMixin:
     """
 
     uses_llm_item_embedding = True
-    # The LLM table goes into checkpoints, so a trained model loads without its `.itememb` file.
-    other_parameter_name = ("llm_item_vectors",)
+    # The LLM table goes into checkpoints, so a trained model loads without its `.itememb` file; its
+    # source (LLM, settings, PCA basis) tells which vectors items added later must come from.
+    other_parameter_name = ("llm_item_vectors", "llm_item_source")
+    # Why items cannot be added from their text (None: they can, see `append_items`).
+    cannot_add_items = None
 
     def _llm_item_table(self, config, dataset):
         """The LLM item table (`.itememb`, or the checkpoint's when reloaded), kept for checkpoints."""
         self.llm_item_vectors = load_llm_item_table(dataset, config)
+        self.llm_item_source = llm_item_source(config)
         return self.llm_item_vectors
+
+    def _table_rows_of_llm_rows(self, rows):
+        """Rows of the frozen table the projector reads, for LLM vectors `rows` (GenAIR: the vectors themselves)."""
+        return rows
+
+    def append_items(self, rows):
+        """Append items given by their LLM vectors (`m x` the model's LLM columns) after the trained items.
+
+        Their rows come from the frozen projector path (for TF-LLMER through the stored Rec-PCA basis), a
+        zero residual and, for BERT4Rec, the mean of the trained items' output biases; the trained items'
+        rows and scores do not change. BERT4Rec's mask token moves after the new items.
+        """
+        if self.cannot_add_items:
+            raise NotImplementedError(self.cannot_add_items)
+        rows = torch.as_tensor(rows, dtype=torch.float32)
+        if rows.dim() != 2 or rows.size(1) != self.llm_item_vectors.size(1):
+            raise ValueError(f"new items need vectors of {self.llm_item_vectors.size(1)} columns (the model's LLM "
+                             f"table), not {tuple(rows.shape)}")
+        self.llm_item_vectors = torch.cat([torch.as_tensor(self.llm_item_vectors).float(), rows])
+        self.item_embedding.append_llm_rows(self._table_rows_of_llm_rows(rows))
+        self.n_items += rows.size(0)
+        if hasattr(self, "mask_token"):  # BERT4Rec: the mask token is the row after the items
+            self.mask_token = self.n_items
+        bias = getattr(self, "output_bias", None)
+        if bias is not None:
+            with torch.no_grad():
+                added = bias[1:].mean().expand(rows.size(0))
+                self.output_bias = torch.nn.Parameter(torch.cat([bias.detach(), added]))
 
     def _backbone_item_layout(self):
         """(item width, number of extra rows after the items) of the backbone's `nn.Embedding`."""

@@ -75,6 +75,8 @@ class FAERec(LLMItemEmbeddingMixin):
     """What FAERec adds to a backbone; its defaults are in `props/model/FAERec.yaml`."""
 
     loss_names = ("rec", "item_align", "feat_align")
+    cannot_add_items = ("FAERec fuses each item's LLM vector with its trained ID row: a new item has no trained ID "
+                        "row for the gate to weigh")
 
     def __init__(self, config, dataset):
         align_temperature = config["align_temperature"]

@@ -121,6 +121,15 @@ class LLMItemEmbedding(ItemTable):
         self.residual = nn.Parameter(torch.zeros(llm_table.size(0) - 1, embedding_size)) if residual else None
         self._append_extra_tokens(n_extra_tokens)
 
+    def append_llm_rows(self, rows):
+        """Items added after training: their frozen rows (the projector's input) and a zero residual."""
+        rows = rows.to(self.llm_table)
+        self.llm_table = torch.cat([self.llm_table, rows])
+        if self.residual is not None:
+            self.residual = nn.Parameter(torch.cat([self.residual.detach(), self.residual.new_zeros(len(rows), self.embedding_size)]))
+        self.n_items += len(rows)
+        self._table = None
+
     @torch.no_grad()
     def scale_initial_rows(self, target_std):
         """Scale the projector's last layer so that the projected item rows have standard deviation `target_std`."""

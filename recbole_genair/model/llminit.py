@@ -14,6 +14,9 @@ from recbole_genair.model.projection import check_init_scale, pca_init_table
 class LLMInit(LLMItemEmbeddingMixin):
     """What LLMInit adds to a backbone; its defaults are in `props/model/LLMInit.yaml`."""
 
+    cannot_add_items = ("LLMInit scores with its trained item-ID table, initialised from the LLM vectors: a new item "
+                        "has no trained row, and an untrained PCA row is not on the scale the model learned")
+
     def __init__(self, config, dataset):
         whiten, scale = config["pca_whiten"], check_init_scale(config)
         super().__init__(config, dataset)

@@ -85,12 +85,13 @@ def pca_init_table(llm_table, width, scale, random_table, whiten=False):
     return match_scale(table, random_table) if scale == "backbone" else table
 
 
-def pca_item_table(llm_table, k, whiten=False, laplacian=None, lam=0.0):
+def pca_item_table(llm_table, k, whiten=False, laplacian=None, lam=0.0, return_basis=False):
     """`n_items x k` float32 table of the items' projected, centred LLM vectors; row 0 stays zero.
 
     `llm_table`: `n_items x d` (row 0 padding), as `load_llm_item_table` returns it. `whiten`: scale
     each coordinate to unit variance over the items. `laplacian`/`lam`: Rec-PCA (see `pca_basis`),
-    with the Laplacian over the real items 1 .. n_items - 1.
+    with the Laplacian over the real items 1 .. n_items - 1. `return_basis`: also return (mean, W), which
+    map further vectors into the same coordinates (without whitening).
     """
     x = torch.as_tensor(llm_table).double().numpy()[1:]
     mean, w = pca_basis(x, k, laplacian, lam)
@@ -100,4 +101,5 @@ def pca_item_table(llm_table, k, whiten=False, laplacian=None, lam=0.0):
         z = z / np.where(std > 0, std, 1.0)
     table = np.zeros((x.shape[0] + 1, k))
     table[1:] = z
-    return torch.from_numpy(table).float()
+    table = torch.from_numpy(table).float()
+    return (table, (mean, w)) if return_basis else table

@@ -12,6 +12,7 @@ Our reading of the paper's summary; the authors' code (woriazzc/TF-LLMER) could 
 """
 from logging import getLogger
 
+import torch
 from recbole.model.sequential_recommender import BERT4Rec, GRU4Rec, SASRec
 
 from recbole_genair.data.cooccurrence import cooccurrence_matrix
@@ -33,13 +34,19 @@ class TFLLMER(LLMItemEmbeddingMixin):
         # Graph over the real items (row and column 0 are padding), from the training split only.
         counts = cooccurrence_matrix(dataset, window=window)[1:, 1:]
         k = recpca_dim or width
-        table = pca_item_table(llm_table, k, laplacian=normalized_laplacian(counts), lam=recpca_lambda)
+        table, self._recpca_basis = pca_item_table(llm_table, k, laplacian=normalized_laplacian(counts),
+                                                   lam=recpca_lambda, return_basis=True)
         getLogger().info(
             f"Rec-PCA: {llm_table.size(1)} -> {k} dimensions, lambda={recpca_lambda}, "
             f"{counts.nnz // 2} co-occurring item pairs (training split)"
         )
         # item_normalization / norm_scale / learnable_norm_scale: see `_use_llm_item_embedding`
         self._use_llm_item_embedding(config, dataset, width, n_extra_tokens, table=table)
+
+    def _table_rows_of_llm_rows(self, rows):
+        """New items through the Rec-PCA basis fitted on the training items (never refitted)."""
+        mean, w = self._recpca_basis
+        return torch.from_numpy((rows.double().numpy() - mean) @ w).float()
 
 
 class SASRecTFLLMER(TFLLMER, SASRec):
