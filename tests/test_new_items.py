@@ -235,3 +235,32 @@ def test_post_items_over_http_adds_recommendable_items_and_saves_them(world, tmp
     scores = dict(zip(ranked["items"], ranked["scores"]))
     (best,) = rec.recommend([["1", "2"]], k=n)
     assert dict(zip(best.items, best.scores)) == pytest.approx(scores, rel=1e-5, abs=1e-5)
+
+
+def test_calls_during_an_addition_see_the_old_or_the_new_catalogue_never_a_mix(world):
+    import threading
+
+    rec = Recommender.load(world["trained"]("BERT4RecGenAIR"))
+    n = len(rec.item_ids)
+    old = rec.recommend(HISTORIES, k=n - 3, exclude_seen=True)
+    seen, errors = [], []
+
+    def keep_asking():
+        while not done.is_set():
+            try:
+                seen.append(rec.recommend(HISTORIES, k=n - 3, exclude_seen=True))
+            except Exception as err:  # noqa: BLE001 - any failure is the finding
+                errors.append(err)
+
+    done = threading.Event()
+    asker = threading.Thread(target=keep_asking)
+    asker.start()
+    try:
+        rec.add_items(world["vectors"])
+    finally:
+        done.set()
+        asker.join()
+    new = rec.recommend(HISTORIES, k=n - 3, exclude_seen=True)
+    assert not errors and seen
+    assert new != old  # the new items entered some top lists, so the two catalogues answer differently
+    assert all(answer in (old, new) for answer in seen)
