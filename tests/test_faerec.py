@@ -59,7 +59,7 @@ def test_curriculum_continues_at_the_right_epoch_after_resume(tmp_path):
 
 def test_gate_is_an_mlp_of_both_branches_and_fuses_the_evaluation_table(tmp_path):
     """g = sigmoid(W2 GELU(W1 [id; mapped llm] + b1) + b2) per dimension (no dropout in evaluation);
-    the evaluation table is LayerNorm(g * id + (1 - g) * mapped llm), computed once.
+    the evaluation table is g * id + (1 - g) * mapped llm (no normalisation, as the authors' code), computed once.
 
     Fails if the gate reads its inputs in the other order ([llm; id]).
     """
@@ -74,7 +74,8 @@ def test_gate_is_an_mlp_of_both_branches_and_fuses_the_evaluation_table(tmp_path
         torch.testing.assert_close(layer.gate_values(id_emb, llm_emb).double(), gate, rtol=1e-5, atol=1e-6)
         table = layer.weight
         assert layer.weight is table  # computed once per evaluation
-        fused = layer.layer_norm((gate * id_emb + (1 - gate) * llm_emb).float())
+        fused = (gate * id_emb + (1 - gate) * llm_emb).float()
+        assert layer.layer_norm is None
         torch.testing.assert_close(table[1:], fused, rtol=1e-5, atol=1e-5)
 
 
@@ -102,17 +103,24 @@ def reference_barlow_twins(a, b, offdiag=0.005, eps=1e-5):
     return loss
 
 
-def reference_alignment_losses(model, dataset, ids):
+def reference_alignment_losses(model, dataset, ids, split="batch_median"):
     """(InfoNCE, Barlow Twins on the head + on the tail) of the ID and mapped LLM embeddings of `ids`.
 
-    Head: the ceil(20%) items with the most training interactions, counted from the raw file.
+    Head (training interactions counted from the raw file): batch_median, the items above the median count
+    of `ids` (the lower middle value for an even number, as torch.median); ratio, the ceil(20%) items with
+    the most training interactions.
     """
     with torch.no_grad():
         id_emb, llm_emb = (x.double().numpy() for x in model.item_embedding.branches(torch.tensor(ids)))
     counts = Counter(dataset.token2id(dataset.iid_field, t) for seq in raw_training_sequences().values() for t in seq)
-    ranked = sorted(range(1, dataset.item_num), key=lambda i: (-counts[i], i))
-    head = set(ranked[: math.ceil(0.2 * (dataset.item_num - 1))])
-    is_head = np.array([i in head for i in ids])
+    if split == "batch_median":
+        median = sorted(counts[i] for i in ids)[(len(ids) - 1) // 2]
+        is_head = np.array([counts[i] > median for i in ids])
+    else:
+        ranked = sorted(range(1, dataset.item_num), key=lambda i: (-counts[i], i))
+        head = set(ranked[: math.ceil(0.2 * (dataset.item_num - 1))])
+        is_head = np.array([i in head for i in ids])
+    assert 0 < is_head.sum() < len(ids)  # both halves really enter the feature-level loss
     feat = (reference_barlow_twins(id_emb[is_head], llm_emb[is_head])
             + reference_barlow_twins(id_emb[~is_head], llm_emb[~is_head]))
     return reference_info_nce(id_emb, llm_emb, 0.05), feat
@@ -123,13 +131,14 @@ def batch_items(batch):
     return sorted(({int(i) for i in batch["item_id_list"].flatten()} | {int(i) for i in batch["item_id"]}) - {0})
 
 
-def test_alignment_losses_match_reference(tmp_path):
-    config, dataset, train_data = built(tmp_path, "SASRecFAERec", train_mode="prefix")
+@pytest.mark.parametrize("split", ["batch_median", "ratio"])
+def test_alignment_losses_match_reference(tmp_path, split):
+    config, dataset, train_data = built(tmp_path, "SASRecFAERec", train_mode="prefix", head_split=split)
     model = build_model(config, train_data).eval()  # no dropout: one deterministic mapping
     batch = next(iter(train_data))
     with torch.no_grad():
         item_loss, feat_loss = model.alignment_losses(batch)
-    expected_item, expected_feat = reference_alignment_losses(model, dataset, batch_items(batch))
+    expected_item, expected_feat = reference_alignment_losses(model, dataset, batch_items(batch), split)
     assert item_loss.item() == pytest.approx(expected_item, rel=1e-4)
     assert feat_loss.item() == pytest.approx(expected_feat, rel=1e-4)
 
@@ -174,3 +183,35 @@ def test_bert4rec_mask_token_never_enters_the_alignment_losses(tmp_path):
     expected_item, expected_feat = reference_alignment_losses(model, dataset, batch_items(batch))
     assert item_loss.item() == pytest.approx(expected_item, rel=1e-4)
     assert feat_loss.item() == pytest.approx(expected_feat, rel=1e-4)
+
+
+@pytest.mark.parametrize("model_name", ["SASRecFAERec", "GRU4RecFAERec", "BERT4RecFAERec"])
+def test_fused_rows_start_at_the_backbones_scale(tmp_path, model_name):
+    """With pca_init_scale: backbone both branches, and so the fused rows, start near the std of the backbone's
+    random item table; the earlier LayerNorm fixed every row at norm sqrt(h) instead."""
+    from recbole.model.sequential_recommender import BERT4Rec, GRU4Rec, SASRec
+    from recbole.utils import init_seed
+
+    config, dataset, train_data = built(tmp_path, model_name)
+    layer = build_model(config, train_data).eval().item_embedding
+    backbone = {"SASRecFAERec": SASRec, "GRU4RecFAERec": GRU4Rec, "BERT4RecFAERec": BERT4Rec}[model_name]
+    init_seed(config["seed"], config["reproducibility"])
+    reference = float(backbone(config, train_data.dataset).item_embedding.weight[1:dataset.item_num].std())
+    with torch.no_grad():
+        id_emb, llm_emb = layer.branches(torch.arange(1, dataset.item_num))
+        fused = layer.weight[1:dataset.item_num]
+    assert float(id_emb.std()) == pytest.approx(reference, rel=1e-3)
+    assert float(llm_emb.std()) == pytest.approx(reference, rel=1e-3)
+    assert 0.4 * reference < float(fused.std()) < 1.2 * reference
+    config, _, train_data = built(tmp_path, model_name, fusion_norm="layernorm")
+    normed = build_model(config, train_data).eval().item_embedding.weight[1:dataset.item_num].detach()
+    h = normed.size(1)
+    norms = normed.norm(dim=1)  # sqrt(h) up to LayerNorm's eps, whatever the rows were
+    assert float(norms.min()) > 0.85 * math.sqrt(h) and float(norms.max()) < math.sqrt(h) + 1e-3
+
+
+@pytest.mark.parametrize("key, value", [("fusion_norm", "l2"), ("head_split", "median")])
+def test_unknown_fusion_settings_are_refused_by_name(tmp_path, key, value):
+    config, _, train_data = built(tmp_path, "SASRecFAERec", **{key: value})
+    with pytest.raises(ValueError, match=f"{key} must be"):
+        build_model(config, train_data)

@@ -8,10 +8,20 @@ batch's items are weighted by a cosine curriculum over epochs:
     w_item = (w_max - w_min) (1 + cos(2 pi epoch / period)) / 2 + w_min,  w_feat = 1 - w_item
     L = L_rec + align_weight (w_item L_item + w_feat L_feat)
 
-Departures from the authors' code (ZhifuWei/FAERec), so that RecBole's forward runs unchanged: the
-position embedding and the input dropout are applied once, by the backbone, to the fused item vector
-(the authors add them to each branch before the gate); test items are scored with the gated table
-(the authors score them with a plain sum).
+The fused table is not normalised (as in the authors' code, ZhifuWei/FAERec: their one LayerNorm is the
+backbone's, on item + position, which RecBole's backbones apply too). Departures from the authors' code:
+- position embedding and input dropout are applied once, by the backbone, to the fused item vector (the
+  authors add the position to each branch before the gate; with one shared position embedding the
+  backbone's LayerNorm sees the same sum).
+- the ranking loss is the run's `loss_type` (CE over all items in our comparisons) against the fused
+  table; the authors train with BCE and one negative per position, scored against the ID table.
+- test items are scored with the gated table (the authors score them with a plain sum).
+- item-level InfoNCE is symmetric over the batch's distinct items (the authors': ID -> LLM over input
+  positions with sampled negatives).
+- `pca_init_scale: backbone` (default) starts the ID rows and the mapped LLM rows at the std of the
+  backbone's random table; the authors' LLM vectors are unit-norm, so their raw PCA rows are small too.
+- `fusion_norm: layernorm` restores this package's earlier LayerNorm on the fused table (it fixed every
+  row at norm sqrt(h), drowning the positions); checkpoints written before the key existed had it.
 """
 import math
 
@@ -33,13 +43,13 @@ def cosine_curriculum(epoch, w_max=1.0, w_min=0.9, period=30):
 
 
 class GatedFusionEmbedding(ItemTable):
-    """fused = LayerNorm(g * id + (1 - g) * mapper(llm)), g = sigmoid(MLP([id; mapper(llm)])) per dimension.
+    """fused = g * id + (1 - g) * mapper(llm), g = sigmoid(MLP([id; mapper(llm)])) per dimension.
 
     mapper: Linear(d, d/2) -> GELU -> Dropout -> Linear(d/2, h); gate MLP: Linear(2h, 2h) -> GELU ->
     Dropout -> Linear(2h, h). The ID table is trainable and starts from `id_init`; the LLM table is frozen.
     """
 
-    def __init__(self, llm_table, id_init, mapper_dropout=0.3, gate_dropout=0.1, n_extra_tokens=0):
+    def __init__(self, llm_table, id_init, mapper_dropout=0.3, gate_dropout=0.1, n_extra_tokens=0, layer_norm=False):
         n_items, h = id_init.shape
         super().__init__(n_items, h)
         d = llm_table.size(1)
@@ -51,8 +61,18 @@ class GatedFusionEmbedding(ItemTable):
             nn.Linear(d, d // 2), nn.GELU(), nn.Dropout(mapper_dropout), nn.Linear(d // 2, h)
         )
         self.gate = nn.Sequential(nn.Linear(2 * h, 2 * h), nn.GELU(), nn.Dropout(gate_dropout), nn.Linear(2 * h, h))
-        self.layer_norm = nn.LayerNorm(h)
+        self.layer_norm = nn.LayerNorm(h) if layer_norm else None
         self._append_extra_tokens(n_extra_tokens)
+
+    @torch.no_grad()
+    def scale_mapped_rows(self, target_std):
+        """Scale the mapper's last layer so that the mapped LLM rows of the items have std `target_std`."""
+        training = self.mapper.training
+        std = float(self.mapper.eval()(self.llm_table[1:]).std())  # without dropout: the rows as evaluated
+        self.mapper.train(training)
+        if std > 0:
+            self.mapper[-1].weight.mul_(target_std / std)
+            self.mapper[-1].bias.mul_(target_std / std)
 
     def branches(self, items):
         """(ID embeddings, mapped LLM embeddings) of the given item ids."""
@@ -64,7 +84,8 @@ class GatedFusionEmbedding(ItemTable):
 
     def fuse(self, id_emb, llm_emb):
         g = self.gate_values(id_emb, llm_emb)
-        return self.layer_norm(g * id_emb + (1.0 - g) * llm_emb)
+        fused = g * id_emb + (1.0 - g) * llm_emb
+        return fused if self.layer_norm is None else self.layer_norm(fused)
 
     def item_rows(self):
         items = torch.arange(1, self.n_items, device=self.llm_table.device)
@@ -84,6 +105,12 @@ class FAERec(LLMItemEmbeddingMixin):
         curriculum = (config["curriculum_w_max"], config["curriculum_w_min"], config["curriculum_period"])
         barlow_offdiag_weight = config["barlow_offdiag_weight"]
         head_ratio = config["head_ratio"]
+        head_split = config["head_split"] or "batch_median"
+        if head_split not in ("batch_median", "ratio"):
+            raise ValueError(f"head_split must be 'batch_median' or 'ratio', not {head_split!r}")
+        fusion_norm = "layernorm" if config["fusion_norm"] is None else config["fusion_norm"]  # None: older checkpoint
+        if fusion_norm not in ("none", "layernorm"):
+            raise ValueError(f"fusion_norm must be 'none' or 'layernorm', not {fusion_norm!r}")
         mapper_dropout = config["mapper_dropout"]
         gate_dropout = config["gate_dropout"]
         init_scale = check_init_scale(config)
@@ -96,10 +123,16 @@ class FAERec(LLMItemEmbeddingMixin):
 
         width, n_extra_tokens = self._backbone_item_layout()
         llm_table = self._llm_item_table(config, dataset)
-        id_init = pca_init_table(llm_table, width, init_scale, self.item_embedding.weight[: self.n_items].detach())
-        self.item_embedding = GatedFusionEmbedding(llm_table, id_init, mapper_dropout, gate_dropout, n_extra_tokens)
-        head = head_items(item_popularity(dataset), head_ratio)  # training-split popularity
-        self.register_buffer("head_mask", torch.from_numpy(head), persistent=False)
+        random_table = self.item_embedding.weight[: self.n_items].detach()
+        id_init = pca_init_table(llm_table, width, init_scale, random_table)
+        self.item_embedding = GatedFusionEmbedding(llm_table, id_init, mapper_dropout, gate_dropout, n_extra_tokens,
+                                                   layer_norm=fusion_norm == "layernorm")
+        if init_scale == "backbone":
+            self.item_embedding.scale_mapped_rows(float(random_table[1:].std()))
+        popularity = item_popularity(dataset)  # training split
+        self.head_split = head_split
+        self.register_buffer("popularity", torch.from_numpy(popularity).float(), persistent=False)
+        self.register_buffer("head_mask", torch.from_numpy(head_items(popularity, head_ratio)), persistent=False)
 
     def set_epoch(self, epoch):
         """Called by `LLMRecTrainer` before each training epoch (also after resuming a checkpoint)."""
@@ -114,12 +147,20 @@ class FAERec(LLMItemEmbeddingMixin):
         items = torch.unique(items)
         return items[(items > 0) & (items < self.n_items)]
 
+    def batch_head(self, items):
+        """Which of the batch's items are head: above the batch's median training popularity (authors' code),
+        or among the `head_ratio` most popular items of the catalogue (`head_split: ratio`)."""
+        if self.head_split == "ratio":
+            return self.head_mask[items]
+        popularity = self.popularity[items]
+        return popularity > popularity.median()
+
     def alignment_losses(self, interaction):
         """(L_item, L_feat): InfoNCE over the batch's items; Barlow Twins on its head and on its tail items."""
         items = self.alignment_items(interaction)
         id_emb, llm_emb = self.item_embedding.branches(items)
         item_loss = info_nce(id_emb, llm_emb, self.align_temperature)
-        head = self.head_mask[items]
+        head = self.batch_head(items)
         feat_loss = barlow_twins(id_emb[head], llm_emb[head], self.barlow_offdiag_weight) + barlow_twins(
             id_emb[~head], llm_emb[~head], self.barlow_offdiag_weight
         )
