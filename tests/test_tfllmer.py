@@ -161,3 +161,28 @@ def test_pairs_only_in_validation_and_test_change_nothing(tmp_path):
     tokens = [str(t) for t in range(1, 61)]
     np.testing.assert_allclose(table[changed.token2id(changed.iid_field, tokens)],
                                original[dataset.token2id(dataset.iid_field, tokens)], atol=1e-6)
+
+
+@pytest.mark.parametrize("model_name", ["SASRecTFLLMER", "BERT4RecTFLLMER"])
+def test_trainable_mode_starts_from_rec_pca_normalised_and_trains(tmp_path, model_name):
+    """tfllmer_table: trainable: a trainable table initialised from Rec-PCA (k = width), rows at the norm scale."""
+    config, dataset, train_data = built(tmp_path, model_name, tfllmer_table="trainable", norm_scale=1.5)
+    model = build_model(config, train_data)
+    layer = model.item_embedding
+    rec_pca = build_model(built(tmp_path, model_name)[0], train_data).item_embedding.llm_table  # the frozen mode's table
+    assert layer.table.requires_grad and layer.table.shape == (dataset.item_num - 1, 16)
+    torch.testing.assert_close(layer.table.detach(), rec_pca[1:])
+    rows = layer.weight[1:dataset.item_num]
+    torch.testing.assert_close(rows.norm(dim=1), torch.full((dataset.item_num - 1,), 1.5))
+    assert not any("projector" in name for name, _ in model.named_parameters())
+    assert "no trained row" in model.cannot_add_items  # Recommender.add_items refuses it, saying why
+    assert_one_epoch_trains_and_reports_its_ndcg(tmp_path, model_name, tfllmer_table="trainable")
+
+
+def test_trainable_mode_needs_the_item_width_and_unknown_modes_are_refused(tmp_path):
+    config, _, train_data = built(tmp_path, "SASRecTFLLMER", tfllmer_table="trainable", recpca_dim=8)
+    with pytest.raises(ValueError, match="recpca_dim must be 16"):
+        build_model(config, train_data)
+    config, _, train_data = built(tmp_path, "SASRecTFLLMER", tfllmer_table="learned")
+    with pytest.raises(ValueError, match="tfllmer_table must be 'frozen' or 'trainable'"):
+        build_model(config, train_data)

@@ -166,3 +166,21 @@ class NormalizedLLMItemEmbedding(LLMItemEmbedding):
 
     def item_rows(self):
         return F.normalize(super().item_rows(), dim=-1) * self.scale
+
+
+class NormalizedItemTable(ItemTable):
+    """A trainable item table, initialised from `init` (`n_items x h`, row 0 padding), whose rows are
+    L2-normalised and multiplied by a fixed or learnable scale at every use (TF-LLMER's trainable mode)."""
+
+    def __init__(self, init, n_extra_tokens=0, scale=1.0, learnable_scale=False):
+        super().__init__(init.size(0), init.size(1))
+        self.table = nn.Parameter(init[1:].clone().float())
+        scale = torch.tensor(float(scale))
+        if learnable_scale:
+            self.scale = nn.Parameter(scale)
+        else:
+            self.register_buffer("scale", scale)
+        self._append_extra_tokens(n_extra_tokens)
+
+    def item_rows(self):
+        return F.normalize(self.table, dim=-1) * self.scale

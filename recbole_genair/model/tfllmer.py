@@ -9,6 +9,9 @@ Our reading of the paper's summary; the authors' code (woriazzc/TF-LLMER) could 
   differ only in what each adds), not a trainable table initialised from them.
 - Item-embedding normalisation: the projected item vectors are L2-normalised and multiplied by a fixed
   or learnable scale; the same table enters the backbone and scores the items.
+- `tfllmer_table: trainable` (the paper's other framing, LLM vectors as the initialisation of the item
+  embeddings): the Rec-PCA table, with k = the item width, initialises a trainable item table that is
+  L2-normalised (times the scale) at every use; no projector. Items cannot be added from text then.
 """
 from logging import getLogger
 
@@ -17,6 +20,7 @@ from recbole.model.sequential_recommender import BERT4Rec, GRU4Rec, SASRec
 
 from recbole_genair.data.cooccurrence import cooccurrence_matrix
 from recbole_genair.model.backbone import LLMItemEmbeddingMixin
+from recbole_genair.model.layers import NormalizedItemTable
 from recbole_genair.model.projection import normalized_laplacian, pca_item_table
 
 
@@ -25,6 +29,9 @@ class TFLLMER(LLMItemEmbeddingMixin):
 
     def __init__(self, config, dataset):
         recpca_dim = config["recpca_dim"]
+        mode = config["tfllmer_table"] or "frozen"
+        if mode not in ("frozen", "trainable"):
+            raise ValueError(f"tfllmer_table must be 'frozen' or 'trainable', not {mode!r}")
         recpca_lambda = float(config["recpca_lambda"] or 0.0)
         window = config["cooccurrence_window"]
         super().__init__(config, dataset)
@@ -34,12 +41,21 @@ class TFLLMER(LLMItemEmbeddingMixin):
         # Graph over the real items (row and column 0 are padding), from the training split only.
         counts = cooccurrence_matrix(dataset, window=window)[1:, 1:]
         k = recpca_dim or width
+        if mode == "trainable" and k != width:
+            raise ValueError(f"tfllmer_table: trainable initialises the item table of width {width} from Rec-PCA, so "
+                             f"recpca_dim must be {width} (or ~), not {k}")
         table, self._recpca_basis = pca_item_table(llm_table, k, laplacian=normalized_laplacian(counts),
                                                    lam=recpca_lambda, return_basis=True)
         getLogger().info(
             f"Rec-PCA: {llm_table.size(1)} -> {k} dimensions, lambda={recpca_lambda}, "
             f"{counts.nnz // 2} co-occurring item pairs (training split)"
         )
+        if mode == "trainable":
+            self.cannot_add_items = ("TF-LLMER with tfllmer_table: trainable scores with its trained item table: a new "
+                                     "item has no trained row (the frozen mode maps new items through Rec-PCA)")
+            self.item_embedding = NormalizedItemTable(table, n_extra_tokens, scale=config["norm_scale"] or 1.0,
+                                                      learnable_scale=bool(config["learnable_norm_scale"]))
+            return
         # item_normalization / norm_scale / learnable_norm_scale: see `_use_llm_item_embedding`
         self._use_llm_item_embedding(config, dataset, width, n_extra_tokens, table=table)
 
