@@ -264,3 +264,20 @@ def test_calls_during_an_addition_see_the_old_or_the_new_catalogue_never_a_mix(w
     assert not errors and seen
     assert new != old  # the new items entered some top lists, so the two catalogues answer differently
     assert all(answer in (old, new) for answer in seen)
+
+
+def test_an_extended_checkpoint_loads_without_its_itememb(world, tmp_path):
+    """The added items' vectors travel in the checkpoint: with the .itememb gone, every row comes from it."""
+    rec = Recommender.load(world["trained"]("SASRecTFLLMER"))
+    rec.add_items(world["vectors"])
+    saved = rec.save(tmp_path / "extended.pth")
+    expected = rec.score(HISTORIES + [["n3"]])
+    folder = world["folder"]
+    moved = tmp_path / "moved.itememb"
+    shutil.move(folder / "arch.itememb", moved)
+    try:
+        again = Recommender.load(saved)
+    finally:
+        shutil.move(moved, folder / "arch.itememb")
+    assert again.item_ids == rec.item_ids
+    np.testing.assert_allclose(again.score(HISTORIES + [["n3"]]), expected, rtol=1e-5, atol=1e-6)
