@@ -17,6 +17,8 @@ from recbole_genair.recommender import Recommender, RecommendError
 
 RECBOLE_MODELS = ["SASRec", "GRU4Rec", "BERT4Rec"]
 MAX_LEN = 10  # tiny_config's MAX_ITEM_LIST_LENGTH
+# the tiny dataset has no archetype work folder (raw vectors) and 24 LLM columns
+TINY_ALPHAFUSE = dict(alphafuse_source="itememb", alphafuse_null_dim=6)
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,8 @@ def trained(tmp_path_factory):
         if model not in cache:
             folder = tmp_path_factory.mktemp(model)
             with working_in(folder):
-                checkpoint = run_recbole_genair(model, config_dict=tiny_config(folder), saved=True)["saved_model_file"]
+                settings = tiny_config(folder, **(TINY_ALPHAFUSE if "AlphaFuse" in model else {}))
+                checkpoint = run_recbole_genair(model, config_dict=settings, saved=True)["saved_model_file"]
                 cache[model] = checkpoint, Recommender.load(checkpoint)
         return cache[model]
 

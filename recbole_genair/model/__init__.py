@@ -1,4 +1,5 @@
 """Models of recbole_genair; `recbole_genair.utils.get_model` looks names up here first."""
+from recbole_genair.model.alphafuse import BERT4RecAlphaFuse, GRU4RecAlphaFuse, SASRecAlphaFuse
 from recbole_genair.model.faerec import BERT4RecFAERec, GRU4RecFAERec, SASRecFAERec
 from recbole_genair.model.genair import BERT4RecGenAIR, GRU4RecGenAIR, SASRecGenAIR
 from recbole_genair.model.llminit import BERT4RecLLMInit, GRU4RecLLMInit, SASRecLLMInit
@@ -9,4 +10,5 @@ __all__ = [
     "SASRecTFLLMER", "GRU4RecTFLLMER", "BERT4RecTFLLMER",
     "SASRecFAERec", "GRU4RecFAERec", "BERT4RecFAERec",
     "SASRecLLMInit", "GRU4RecLLMInit", "BERT4RecLLMInit",
+    "SASRecAlphaFuse", "GRU4RecAlphaFuse", "BERT4RecAlphaFuse",
 ]
