@@ -107,6 +107,10 @@ class Config(RecBoleConfig):
 
     def _set_default_parameters(self):
         final = self.final_config_dict
+        if final.get("loss_type") == "BCE":
+            # RecBole knows CE and BPR: BCE trains on the same (positive, negative) pairs as BPR, with another
+            # loss function, which `build_model` puts in place (`pairwise_loss`).
+            final["loss_type"], final["pairwise_loss"] = "BPR", "BCE"
         if (
             final.get("loss_type") == "CE"
             and final.get("MODEL_TYPE") == ModelType.SEQUENTIAL

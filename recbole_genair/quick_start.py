@@ -11,6 +11,8 @@ from logging import getLogger
 
 import torch
 from recbole.data import data_preparation
+from recbole.model.loss import BPRLoss
+from recbole.model.sequential_recommender import BERT4Rec
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
 from recbole_genair import __version__
@@ -19,6 +21,7 @@ from recbole_genair.data import create_dataset
 from recbole_genair.data.itememb import itememb_path
 from recbole_genair.data.train_modes import all_position_loader
 from recbole_genair.model.all_positions import train_objective
+from recbole_genair.model.losses import BCEPairLoss
 from recbole_genair.runtime import apply_speed_fixes, trusted_checkpoint_load, use_fast_dropout
 from recbole_genair.utils import get_model, get_trainer
 
@@ -41,9 +44,20 @@ def build_model(config, train_data):
     apply_speed_fixes()
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    if config["pairwise_loss"] == "BCE":
+        use_bce_pair_loss(model)
     if config["fast_dropout"]:
         use_fast_dropout(model)
     return model
+
+
+def use_bce_pair_loss(model):
+    """`loss_type: BCE`: the model's pairwise `loss_fct(pos_score, neg_score)` becomes `BCEPairLoss`."""
+    if isinstance(model, BERT4Rec) or not isinstance(getattr(model, "loss_fct", None), BPRLoss):
+        raise ValueError(f"loss_type: BCE replaces the pairwise loss function of SASRec, GRU4Rec and the models built "
+                         f"on them; {type(model).__name__} computes its pairwise loss otherwise (BERT4Rec writes BPR "
+                         f"inline). Use loss_type: BPR or CE for it.")
+    model.loss_fct = BCEPairLoss()
 
 
 def test_loader_for_mode(config, mode):

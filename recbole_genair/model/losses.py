@@ -1,4 +1,4 @@
-"""Auxiliary losses: GenAIR's calibration (added by the trainer) and FAERec's alignment losses."""
+"""Losses: GenAIR's calibration (added by the trainer), FAERec's alignment losses, the pairwise BCE ranking loss."""
 import math
 
 import numpy as np
@@ -81,3 +81,15 @@ def barlow_twins(a, b, offdiag_weight=0.005, eps=1e-5):
     on_diag = (torch.diagonal(c) - 1.0).pow(2).sum()
     off_diag = c.pow(2).sum() - torch.diagonal(c).pow(2).sum()
     return on_diag + offdiag_weight * off_diag
+
+
+class BCEPairLoss(nn.Module):
+    """Binary cross-entropy on a (positive, sampled negative) score pair: -log s(pos) - log(1 - s(neg)), averaged.
+
+    The GenAIR authors' ranking loss (their code; the paper's eq. 17 is BPR, -log s(pos - neg)). It takes the
+    place of RecBole's `BPRLoss` as `loss_fct(pos_score, neg_score)` (`loss_type: BCE`).
+    """
+
+    def forward(self, pos_score, neg_score):
+        return (F.binary_cross_entropy_with_logits(pos_score, torch.ones_like(pos_score))
+                + F.binary_cross_entropy_with_logits(neg_score, torch.zeros_like(neg_score)))
