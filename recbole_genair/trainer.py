@@ -68,6 +68,7 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
         self.calibration = None
         self.every_position = train_objective(type(model), config["train_mode"]) == NEXT_ITEM
         self.epoch_seconds, self.valid_scores = [], []
+        self.calibration_gradient_ratios, self._measure_gradients = [], False
 
     def _build_optimizer(self, **kwargs):
         """RecBole's optimizer, over the model's own parameter groups when it has them (e.g. a weight decay of its own)."""
@@ -89,6 +90,8 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
             "stopped_early": len(self.epoch_seconds) < self.epochs,
             "seconds_per_epoch": sorted(self.epoch_seconds)[len(self.epoch_seconds) // 2] if self.epoch_seconds else None,
             "train_seconds": sum(self.epoch_seconds),
+            # per epoch, first step: ||grad alpha L_cal|| / ||grad L_rank|| on the projector (GenAIR with alpha > 0)
+            "calibration_gradient_ratio": list(self.calibration_gradient_ratios) or None,
         }
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
@@ -173,6 +176,7 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
         if loss_func is None:
             loss_func = self._loss_with_calibration if self.calibration is not None else self._model_losses
         start = time()
+        self._measure_gradients = self.calibration is not None
         losses = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
         self.epoch_seconds.append(time() - start)
         return losses
@@ -189,12 +193,28 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
         return self.model.calculate_loss(interaction)
 
     def _loss_with_calibration(self, interaction):
-        """L = L_rank + alpha * L_cal, with one projection of the item table per step."""
+        """L = L_rank + alpha * L_cal, with one projection of the item table per step.
+
+        On the first step of each epoch the gradients of the two terms on the projector are measured apart:
+        `calibration_gradient_ratios` (logged with the epoch's losses) is ||grad alpha L_cal|| / ||grad L_rank||.
+        """
         with self.model.item_embedding.shared_table() as table:
             losses = self._model_losses(interaction)
             cal = self.calibration(table, self.model.calibration_items(interaction))
         losses = losses if isinstance(losses, tuple) else (losses,)
+        if self._measure_gradients and torch.is_grad_enabled():
+            self._measure_gradients = False
+            self.calibration_gradient_ratios.append(self._gradient_ratio(sum(losses), self.alpha * cal))
         return (*losses, self.alpha * cal)
+
+    def _gradient_ratio(self, ranking, calibration):
+        """||d calibration / d projector|| / ||d ranking / d projector|| (the graph is kept for the step's backward)."""
+        params = [p for p in self.model.item_embedding.projector.parameters() if p.requires_grad]
+        norms = []
+        for loss in (ranking, calibration):
+            grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+            norms.append(torch.sqrt(sum((g.float() ** 2).sum() for g in grads if g is not None)).item())
+        return norms[1] / norms[0] if norms[0] > 0 else float("inf")
 
     def _loss_names(self, n_losses):
         names = list(getattr(self.model, "loss_names", ("rec",)))
@@ -213,5 +233,7 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
             f"{set_color(name + '_loss', 'blue')}: {value:.{places}f}"
             for name, value in zip(self._loss_names(len(losses)), losses)
         ]
+        if self.calibration is not None and self.calibration_gradient_ratios:
+            parts.append(f"{set_color('cal/rank grad', 'blue')}: {self.calibration_gradient_ratios[-1]:.3g}")
         head = set_color("epoch %d training", "green") % epoch_idx
         return f"{head} [{set_color('time', 'blue')}: {e_time - s_time:.2f}s, " + ", ".join(parts) + "]"
