@@ -2,6 +2,7 @@
 from recbole_genair.model.alphafuse import BERT4RecAlphaFuse, GRU4RecAlphaFuse, SASRecAlphaFuse
 from recbole_genair.model.faerec import BERT4RecFAERec, GRU4RecFAERec, SASRecFAERec
 from recbole_genair.model.genair import BERT4RecGenAIR, GRU4RecGenAIR, SASRecGenAIR
+from recbole_genair.model.llmesr import BERT4RecLLMESR, GRU4RecLLMESR, SASRecLLMESR
 from recbole_genair.model.llminit import BERT4RecLLMInit, GRU4RecLLMInit, SASRecLLMInit
 from recbole_genair.model.tfllmer import BERT4RecTFLLMER, GRU4RecTFLLMER, SASRecTFLLMER
 
@@ -11,4 +12,5 @@ __all__ = [
     "SASRecFAERec", "GRU4RecFAERec", "BERT4RecFAERec",
     "SASRecLLMInit", "GRU4RecLLMInit", "BERT4RecLLMInit",
     "SASRecAlphaFuse", "GRU4RecAlphaFuse", "BERT4RecAlphaFuse",
+    "SASRecLLMESR", "GRU4RecLLMESR", "BERT4RecLLMESR",
 ]

@@ -24,7 +24,8 @@ class TrainModeError(ValueError):
 def train_objective(model_class, train_mode):
     """None (prefix mode), NEXT_ITEM or CLOZE: what `model_class` trains on with `train_mode`.
 
-    A model qualifies when it runs a supported backbone's own `forward`, and when every class of it that
+    A model qualifies when it runs a supported backbone's own `forward` (or declares `forward_runs_backbone`: its
+    forward only calls the backbone's, e.g. once per view), and when every class of it that
     changes `calculate_loss` also gives its extra terms as `auxiliary_losses` (all-position training
     replaces the backbone's ranking loss only and must not drop them).
     """
@@ -32,7 +33,8 @@ def train_objective(model_class, train_mode):
         return None
     name = model_class.__name__
     backbone, objective = next(((b, o) for b, o in BACKBONE_OBJECTIVES if issubclass(model_class, b)), (None, None))
-    if backbone is None or model_class.forward is not backbone.forward:
+    own_forward = model_class.forward is backbone.forward if backbone is not None else False
+    if backbone is None or not (own_forward or getattr(model_class, "forward_runs_backbone", False)):
         why = ("it reads the whole sequence at once, so a position would see its own target"
                if issubclass(model_class, SequentialRecommender) else "it is not a sequential model")
         raise TrainModeError(f"{name} supports train_mode: prefix only ({why}); train_mode: all_positions is for "

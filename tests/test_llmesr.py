@@ -1,0 +1,76 @@
+"""LLM-ESR (issue 19, item 3): two views through one encoder, scores on both, self-distillation to similar users."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import assert_one_epoch_trains_and_reports_its_ndcg, built, raw_training_sequences
+from recbole_genair.quick_start import build_model
+
+
+@pytest.mark.parametrize("model", ["SASRecLLMESR", "GRU4RecLLMESR", "BERT4RecLLMESR"])
+@pytest.mark.parametrize("train_mode", ["prefix", "all_positions"])
+def test_model_trains_one_epoch_and_reports_the_ndcg_of_its_scores(tmp_path, model, train_mode):
+    assert_one_epoch_trains_and_reports_its_ndcg(tmp_path, model, train_mode=train_mode)
+
+
+def test_a_score_is_the_sum_of_the_two_views_inner_products(tmp_path):
+    config, dataset, train_data = built(tmp_path, "SASRecLLMESR")
+    model = build_model(config, train_data).eval()
+    batch = next(iter(train_data))
+    layer = model.item_embedding
+    with torch.no_grad():
+        scores = model.full_sort_predict(batch)
+        rows = layer.weight
+        h = layer.width
+        views = []
+        for k in (0, 1):
+            with layer.view(k):
+                views.append(super(type(model).__mro__[1], model).forward(batch["item_id_list"], batch["item_length"]))
+        expected = views[0] @ rows[:, :h].T + views[1] @ rows[:, h:].T
+        semantic = layer.adapter(layer.llm_table[1:])
+    torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(rows[1:, :h], semantic)  # the semantic half: the frozen vectors through the adapter
+    assert "llm_table" not in dict(model.named_parameters()) and all(isinstance(m, torch.nn.Linear) for m in layer.adapter)
+
+
+def test_neighbours_are_the_most_similar_users_by_their_training_items(tmp_path):
+    """By hand from the raw file: each user's training items (all but the last two), mean LLM vector, cosine top-10."""
+    config, dataset, train_data = built(tmp_path, "SASRecLLMESR")
+    model = build_model(config, train_data)
+    table = model.llm_item_vectors.double().numpy()
+    users, vectors = [], []
+    for user, items in raw_training_sequences().items():
+        ids = [dataset.token2id(dataset.iid_field, str(i)) for i in items]
+        users.append(dataset.token2id(dataset.uid_field, str(user)))
+        vectors.append(table[ids].mean(0))
+    x = np.array(vectors)
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sim = x @ x.T
+    np.fill_diagonal(sim, -np.inf)
+    for row, user in enumerate(users):
+        expected = {users[j] for j in np.argsort(-sim[row])[:10]}
+        assert set(model.neighbours[user].tolist()) == expected
+
+
+def test_distillation_pulls_each_user_to_the_mean_of_its_neighbours(tmp_path):
+    config, dataset, train_data = built(tmp_path, "SASRecLLMESR", llmesr_distill_weight=0.3)
+    model = build_model(config, train_data).eval()
+    batch = next(iter(train_data))
+    with torch.no_grad():
+        (loss,) = model.auxiliary_losses(batch)
+        own = model.forward(batch["item_id_list"], batch["item_length"])
+        targets = []
+        for user in batch["user_id"].tolist():
+            reps = [model.forward(model.user_sequences[n:n + 1], model.user_lengths[n:n + 1])
+                    for n in model.neighbours[user].tolist()]
+            targets.append(torch.cat(reps).mean(0))
+        expected = 0.3 * F.mse_loss(own, torch.stack(targets))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+    # the neighbours' sequences are their training sequences: never a validation or test item
+    raw = {str(user): items for user, items in raw_training_sequences().items()}
+    neighbour = int(model.neighbours[int(batch["user_id"][0])][0])
+    items = raw[str(dataset.id2token(dataset.uid_field, neighbour))]
+    ids = [dataset.token2id(dataset.iid_field, str(i)) for i in items]
+    length = int(model.user_lengths[neighbour])
+    assert model.user_sequences[neighbour, :length].tolist() == ids[-config["MAX_ITEM_LIST_LENGTH"]:]
