@@ -155,7 +155,8 @@ def create_app(recommender, embedder=None, added_checkpoint=None, no_embedder_re
                 raise RecommendError("give each new item once, with its own id" if ids else "no items given")
             rows = {str(item.id): item.fields for item in request.items}
             with adding:
-                known = [i for i in ids if i in set(recommender.item_ids)]
+                catalogue = set(recommender.item_ids)
+                known = [i for i in ids if i in catalogue]
                 if known:
                     raise RecommendError(f"new items must have new ids: {', '.join(map(repr, known[:10]))} already "
                                          f"in the catalogue")
