@@ -78,7 +78,6 @@ class Recommender:
         self.config = config
         self.checkpoint = None if checkpoint is None else str(checkpoint)
         self.batch_size = int(config["eval_batch_size"]) if config is not None else 256
-        self.added_item_ids = ()  # items added from their text since training (add_items), in row order
         self._snapshot = _Snapshot(model.eval(), item_ids, {item: row for row, item in enumerate(item_ids, 1)})
 
     @classmethod
@@ -94,15 +93,17 @@ class Recommender:
             raise CheckpointError(f"{checkpoint} holds {config['model']}, a {config['MODEL_TYPE'].name.lower()} model: "
                                   f"the Recommender ranks items for item histories, which sequential models do; "
                                   f"train one, e.g. `python run_recbole_genair.py --model=SASRecGenAIR`")
-        added = tuple(getattr(model, "added_item_ids", ()))
-        item_ids = [str(i) for i in dataset.field2id_token[dataset.iid_field][1:]] + list(added)
-        recommender = cls(model, item_ids, config, checkpoint)
-        recommender.added_item_ids = added
-        return recommender
+        item_ids = [str(i) for i in dataset.field2id_token[dataset.iid_field][1:]] + list(model.added_item_ids)
+        return cls(model, item_ids, config, checkpoint)
 
     @property
     def model(self):
         return self._snapshot.model
+
+    @property
+    def added_item_ids(self):
+        """Items added from their text since training (`add_items`, or in the checkpoint loaded), in row order."""
+        return tuple(getattr(self._snapshot.model, "added_item_ids", ()))
 
     @property
     def item_ids(self):
@@ -228,22 +229,27 @@ class Recommender:
         snapshot = self._snapshot
         model = snapshot.model
         self.check_can_add_items()
-        ids = [str(i) for i in new_items.ids]
-        known = [i for i in ids if i in snapshot.rows]
-        repeated = sorted({i for i in ids if ids.count(i) > 1})
-        if known or repeated:
-            raise RecommendError(f"new items must have new ids: {_listed(known)} already in the catalogue"
-                                 if known else f"ids given more than once: {_listed(repeated)}")
+        ids = self.check_new_ids(new_items.ids)
         self._check_source(model, new_items.source)
         rows = np.asarray(new_items.vectors, dtype=np.float32)
         rows = _selected_views(rows, self.config, new_items.source.views)
         extended = copy.deepcopy(model)
         extended.append_items(torch.from_numpy(rows))
         extended.eval()
+        extended.added_item_ids = self.added_item_ids + tuple(ids)
         item_ids = snapshot.item_ids + tuple(ids)
-        self.added_item_ids = self.added_item_ids + tuple(ids)
         self._snapshot = _Snapshot(extended, item_ids, {item: row for row, item in enumerate(item_ids, 1)})
         return len(ids)
+
+    def check_new_ids(self, ids):
+        """The ids as strings, or `RecommendError` for ids already in the catalogue or given more than once."""
+        ids = [str(i) for i in ids]
+        known = [i for i in ids if i in self._snapshot.rows]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if known or repeated:
+            raise RecommendError(f"new items must have new ids: {_listed(known)} already in the catalogue"
+                                 if known else f"ids given more than once: {_listed(repeated)}")
+        return ids
 
     def check_can_add_items(self):
         """Raise `RecommendError`, saying why, unless the model can take items from their text (`add_items`)."""
@@ -285,7 +291,7 @@ class Recommender:
         snapshot = self._snapshot
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        added = self.added_item_ids
+        added = tuple(getattr(snapshot.model, "added_item_ids", ()))  # read from the same snapshot as the weights
         state = {
             "config": self.config,
             "state_dict": snapshot.model.state_dict(),

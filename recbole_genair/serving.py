@@ -150,16 +150,9 @@ def create_app(recommender, embedder=None, added_checkpoint=None, no_embedder_re
                 raise RecommendError(f"this service cannot make vectors for new items ({why}); start it with "
                                      f"--itememb=<the .itememb the model was trained on, with its .itememb.json "
                                      f"and .itememb.pca.npz>")
-            ids = [str(item.id) for item in request.items]
-            if len(set(ids)) != len(ids) or not ids:
-                raise RecommendError("give each new item once, with its own id" if ids else "no items given")
             rows = {str(item.id): item.fields for item in request.items}
             with adding:
-                catalogue = set(recommender.item_ids)
-                known = [i for i in ids if i in catalogue]
-                if known:
-                    raise RecommendError(f"new items must have new ids: {', '.join(map(repr, known[:10]))} already "
-                                         f"in the catalogue")
+                recommender.check_new_ids([item.id for item in request.items])  # before the LLM runs
                 new_items = embedder.embed(rows, where="POST /items")
                 recommender.add_items(new_items)
                 saved = str(recommender.save(added_checkpoint)) if added_checkpoint else None

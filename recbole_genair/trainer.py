@@ -72,9 +72,10 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
 
     def _build_optimizer(self, **kwargs):
         """RecBole's optimizer, over the model's own parameter groups when it has them (e.g. a weight decay of its own)."""
-        groups = getattr(self.model, "optimizer_parameter_groups", None)
-        if "params" not in kwargs and groups is not None and groups() is not None:
-            kwargs["params"] = groups()
+        if "params" not in kwargs and hasattr(self.model, "optimizer_parameter_groups"):
+            groups = self.model.optimizer_parameter_groups()
+            if groups is not None:
+                kwargs["params"] = groups
         return super()._build_optimizer(**kwargs)
 
     def training_summary(self):

@@ -95,6 +95,6 @@ def test_bce_is_refused_for_bert4rec_saying_why(tmp_path):
         build_model(config, train_data)
 
 
-def test_yaml_of_the_presets_is_valid_and_known():
+def test_presets_are_yaml_mappings():
     for preset in (PRESET, ARCHETYPE_PRESET):
         assert isinstance(yaml.safe_load(preset.read_text()), dict)

@@ -48,10 +48,6 @@ class ItemSource:
         return cls(str(meta.get("llm_model")), str(meta.get("signature")), str(meta.get("itememb_sha256")),
                    str(meta.get("pca_sha256")), dict(meta.get("views") or {}))
 
-    def as_dict(self):
-        return {"llm_model": self.llm_model, "signature": self.signature, "itememb_sha256": self.itememb_sha256,
-                "pca_sha256": self.pca_sha256, "views": dict(self.views)}
-
 
 @dataclass(frozen=True)
 class NewItemVectors:

@@ -29,5 +29,6 @@ def create_dataset(config, llm_item_vectors=None):
     dataset = recbole_create_dataset(config)
     if needs_vectors:
         check_itememb_alignment(dataset, config, file_ids)
+        dataset.itememb_file_ids = file_ids  # raw ids in file order, for models that read files aligned with it
     hold_out_cold_items(dataset, config)
     return dataset

@@ -268,28 +268,51 @@ def select_views(table, config):
 
 
 def file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """SHA-256 of a file's bytes; computed once per version of the file (path, inode, size, mtime) in a process."""
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    if key not in _SHA256:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _SHA256[key] = digest.hexdigest()
+    return _SHA256[key]
+
+
+_SHA256 = {}
+
+
+def itememb_meta(path):
+    """(meta, problem) of the archetype preprocessor's `<path>.json` beside an `.itememb`.
+
+    The json records the SHA-256 of the `.itememb` it was written with; `problem` is None when that is this
+    very file, else "missing" (no json; meta None), "no checksum" or "another version".
+    """
+    meta_path = str(path) + ".json"
+    if not os.path.isfile(meta_path):
+        return None, "missing"
+    with open(meta_path, encoding="utf-8") as f:
+        meta = json.load(f)
+    recorded = meta.get("itememb_sha256")
+    if recorded is None:
+        return meta, "no checksum"
+    return meta, (None if recorded == file_sha256(path) else "another version")
 
 
 def _view_widths_from_meta(meta_path, path):
     """[prefill, decoding] from the preprocessor's `.itememb.json`, if it describes this very file.
 
-    The json records the SHA-256 of the `.itememb` it was written with: a json left from another run
-    (whose widths may still add up to the file's width) would select the wrong columns.
+    A json left from another run (whose widths may still add up to the file's width) would select the
+    wrong columns.
     """
-    with open(meta_path, encoding="utf-8") as f:
-        meta = json.load(f)
-    recorded = meta.get("itememb_sha256")
+    meta, problem = itememb_meta(path)
     fix = ("regenerate both with the archetype preprocessor (--pca_only=True redoes them from its stored "
            "vectors), or give the widths as llm_view_widths: [prefill, decoding]")
-    if recorded is None:
+    if problem == "no checksum":
         raise ItemEmbeddingError(f"{meta_path} has no checksum of the file it describes, so its view widths may "
                                  f"belong to another {os.path.basename(path)}; {fix}.")
-    if recorded != file_sha256(path):
+    if problem == "another version":
         raise ItemEmbeddingError(f"{meta_path} describes another version of {path} (its SHA-256 differs): the "
                                  f"view widths would select the wrong columns; {fix}.")
     return [meta["views"]["prefill"], meta["views"]["decoding"]]
@@ -302,11 +325,9 @@ def llm_item_source(config):
     `recbole_genair.archetype.new_items`.
     """
     path = itememb_path(config)
-    meta_path = path + ".json"
-    if not (os.path.isfile(path) and os.path.isfile(meta_path)):
+    if not os.path.isfile(path):
         return None
-    with open(meta_path, encoding="utf-8") as f:
-        meta = json.load(f)
-    if meta.get("itememb_sha256") != file_sha256(path):
+    meta, problem = itememb_meta(path)
+    if problem:
         return None
     return {key: meta.get(key) for key in ("llm_model", "signature", "itememb_sha256", "pca_sha256", "views")}

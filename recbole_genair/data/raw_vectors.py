@@ -5,12 +5,11 @@ The archetype preprocessor keeps `assembled.f32` in its work folder: `rows x 2 x
 same order. AlphaFuse fits its own whitened decomposition on them, since the `.itememb` is already cut to
 95% of the variance (its low-variance directions, AlphaFuse's null space, are gone).
 """
-import json
 import os
 
 import numpy as np
 
-from recbole_genair.data.itememb import ItemEmbeddingError, check_itememb_file, file_sha256, itememb_path
+from recbole_genair.data.itememb import ItemEmbeddingError, check_itememb_file, itememb_meta, itememb_path
 
 
 def archetype_work_dir(config):
@@ -25,12 +24,11 @@ def load_raw_item_vectors(dataset, config, views="both"):
     remake = (f"`python -m recbole_genair.archetype --dataset={config['dataset']} --pca_only=True` with the run's "
               f"settings rewrites it from the archetype store; or set alphafuse_source: itememb to decompose the "
               f".itememb vectors instead (their low-variance directions are already cut)")
-    if not os.path.isfile(meta_path):
+    meta, problem = itememb_meta(path)
+    if problem == "missing":
         raise ItemEmbeddingError(f"{config['model']} reads the raw pooled vectors described by {meta_path}, which does "
                                  f"not exist: {remake}.")
-    with open(meta_path, encoding="utf-8") as f:
-        meta = json.load(f)
-    if meta.get("itememb_sha256") != file_sha256(path):
+    if problem:
         raise ItemEmbeddingError(f"{meta_path} describes another version of {path}, so the raw vectors cannot be "
                                  f"matched to its rows: {remake}.")
     if "rows" not in meta or "llm_hidden_size" not in meta:
@@ -42,7 +40,7 @@ def load_raw_item_vectors(dataset, config, views="both"):
         found = "does not exist" if not os.path.isfile(raw_path) else f"has {os.path.getsize(raw_path)} bytes, not {expected}"
         raise ItemEmbeddingError(f"{config['model']} reads the raw pooled vectors of {os.path.basename(path)} from "
                                  f"{raw_path}, which {found} (set archetype_work_dir if the work folder moved): {remake}.")
-    file_ids = check_itememb_file(config)
+    file_ids = getattr(dataset, "itememb_file_ids", None) or check_itememb_file(config)  # read once by create_dataset
     if len(file_ids) != rows:
         raise ItemEmbeddingError(f"{path} has {len(file_ids)} rows, {meta_path} says {rows}: {remake}.")
     raw = np.memmap(raw_path, dtype=np.float32, mode="r", shape=(rows, 2, hidden))

@@ -31,7 +31,7 @@ from torch import nn
 
 from recbole_genair.data.popularity import head_items, item_popularity
 from recbole_genair.model.backbone import LLMItemEmbeddingMixin
-from recbole_genair.model.layers import ItemTable
+from recbole_genair.model.layers import ItemTable, rescale_last_linear
 from recbole_genair.model.losses import barlow_twins, info_nce
 from recbole_genair.model.projection import check_init_scale, pca_init_table
 
@@ -64,15 +64,9 @@ class GatedFusionEmbedding(ItemTable):
         self.layer_norm = nn.LayerNorm(h) if layer_norm else None
         self._append_extra_tokens(n_extra_tokens)
 
-    @torch.no_grad()
     def scale_mapped_rows(self, target_std):
         """Scale the mapper's last layer so that the mapped LLM rows of the items have std `target_std`."""
-        training = self.mapper.training
-        std = float(self.mapper.eval()(self.llm_table[1:]).std())  # without dropout: the rows as evaluated
-        self.mapper.train(training)
-        if std > 0:
-            self.mapper[-1].weight.mul_(target_std / std)
-            self.mapper[-1].bias.mul_(target_std / std)
+        rescale_last_linear(self.mapper, self.llm_table[1:], target_std)
 
     def branches(self, items):
         """(ID embeddings, mapped LLM embeddings) of the given item ids."""

@@ -20,6 +20,27 @@ class MLPProjector(nn.Module):
         return self.net(x)
 
 
+@torch.no_grad()
+def rescale_last_linear(net, inputs, target_std):
+    """Scale the last `nn.Linear` of the `nn.Sequential` `net` so that `net(inputs)` has standard deviation
+    `target_std` (measured without dropout, as the rows are evaluated)."""
+    training = net.training
+    std = float(net.eval()(inputs).std())
+    net.train(training)
+    if std > 0:
+        net[-1].weight.mul_(target_std / std)
+        net[-1].bias.mul_(target_std / std)
+
+
+def register_scale(module, scale, learnable):
+    """`module.scale`: a trainable scalar when `learnable`, else a fixed buffer (it goes into checkpoints either way)."""
+    scale = torch.tensor(float(scale))
+    if learnable:
+        module.scale = nn.Parameter(scale)
+    else:
+        module.register_buffer("scale", scale)
+
+
 class ItemTable(nn.Module):
     """An item embedding computed as a whole table from trainable parts; stands in for `nn.Embedding`.
 
@@ -130,14 +151,9 @@ class LLMItemEmbedding(ItemTable):
         self.n_items += len(rows)
         self._table = None
 
-    @torch.no_grad()
     def scale_initial_rows(self, target_std):
         """Scale the projector's last layer so that the projected item rows have standard deviation `target_std`."""
-        std = float(self.projector(self.llm_table[1:]).std())
-        if std > 0:
-            last = self.projector.net[-1]
-            last.weight.mul_(target_std / std)
-            last.bias.mul_(target_std / std)
+        rescale_last_linear(self.projector.net, self.llm_table[1:], target_std)
         self._table = None
 
     def item_rows(self):
@@ -158,11 +174,7 @@ class NormalizedLLMItemEmbedding(LLMItemEmbedding):
     def __init__(self, llm_table, embedding_size, projector_hidden_size=None, n_extra_tokens=0, scale=1.0,
                  learnable_scale=False, **options):
         super().__init__(llm_table, embedding_size, projector_hidden_size, n_extra_tokens, **options)
-        scale = torch.tensor(float(scale))
-        if learnable_scale:
-            self.scale = nn.Parameter(scale)
-        else:
-            self.register_buffer("scale", scale)
+        register_scale(self, scale, learnable_scale)
 
     def item_rows(self):
         return F.normalize(super().item_rows(), dim=-1) * self.scale
@@ -175,11 +187,7 @@ class NormalizedItemTable(ItemTable):
     def __init__(self, init, n_extra_tokens=0, scale=1.0, learnable_scale=False):
         super().__init__(init.size(0), init.size(1))
         self.table = nn.Parameter(init[1:].clone().float())
-        scale = torch.tensor(float(scale))
-        if learnable_scale:
-            self.scale = nn.Parameter(scale)
-        else:
-            self.register_buffer("scale", scale)
+        register_scale(self, scale, learnable_scale)
         self._append_extra_tokens(n_extra_tokens)
 
     def item_rows(self):
