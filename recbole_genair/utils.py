@@ -27,7 +27,8 @@ class UnknownModelError(ValueError):
 def model_names():
     """Names of every model: recbole_genair's, then RecBole's (its lightgbm/xgboost ones by module)."""
     ours = importlib.import_module("recbole_genair.model")
-    names = list(ours.__all__)
+    variants = importlib.import_module("recbole_genair.model.variants")
+    names = list(ours.__all__) + [n for n in variants.variant_names() if n not in ours.__all__]
     for package in _RECBOLE_MODEL_PACKAGES:
         module = importlib.import_module(f"recbole.model.{package}")
         names += [n for n, obj in vars(module).items()
@@ -53,9 +54,15 @@ def check_model_name(model_name):
 
 
 def get_model(model_name):
-    """Return the model class named `model_name`, from recbole_genair or else from RecBole."""
+    """Return the model class named `model_name`, from recbole_genair or else from RecBole.
+
+    `<Backbone><Method>` names (e.g. NARMGenAIR) are built by `recbole_genair.model.variants`, which
+    refuses a backbone it cannot serve with the reason.
+    """
     ours = importlib.import_module("recbole_genair.model")
     model_class = getattr(ours, model_name, None)
+    if model_class is None:
+        model_class = importlib.import_module("recbole_genair.model.variants").variant_class(model_name)
     if model_class is None:
         check_model_name(model_name)
         model_class = recbole_get_model(model_name)

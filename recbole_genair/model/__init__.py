@@ -1,4 +1,8 @@
-"""Models of recbole_genair; `recbole_genair.utils.get_model` looks names up here first."""
+"""Models of recbole_genair; `recbole_genair.utils.get_model` looks names up here first.
+
+The classes below are written out; `<Backbone><Method>` for RecBole's other sequential backbones
+(e.g. NARMGenAIR) is built on first use by `recbole_genair.model.variants`.
+"""
 from recbole_genair.model.alphafuse import BERT4RecAlphaFuse, GRU4RecAlphaFuse, SASRecAlphaFuse
 from recbole_genair.model.faerec import BERT4RecFAERec, GRU4RecFAERec, SASRecFAERec
 from recbole_genair.model.genair import BERT4RecGenAIR, GRU4RecGenAIR, SASRecGenAIR
@@ -14,3 +18,9 @@ __all__ = [
     "SASRecAlphaFuse", "GRU4RecAlphaFuse", "BERT4RecAlphaFuse",
     "SASRecLLMESR", "GRU4RecLLMESR", "BERT4RecLLMESR",
 ]
+
+
+def __getattr__(name):  # NARMGenAIR and the like, built on first use
+    import importlib
+
+    return getattr(importlib.import_module("recbole_genair.model.variants"), name)

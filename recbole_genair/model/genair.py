@@ -10,7 +10,16 @@ from recbole_genair.model.backbone import LLMItemEmbeddingMixin
 
 
 class GenAIR(LLMItemEmbeddingMixin):
-    """What the GenAIR models add to a backbone; its defaults are in `props/model/GenAIR.yaml`."""
+    """What the GenAIR models add to a backbone; its defaults are in `props/model/GenAIR.yaml`.
+
+    The backbone's item table (its width, and extra rows after the items such as BERT4Rec's mask token)
+    becomes the frozen LLM table + projector; the same mixin serves every backbone of `model.variants`.
+    """
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        width, n_extra_tokens = self._backbone_item_layout()
+        self._use_llm_item_embedding(config, dataset, width, n_extra_tokens)
 
     def calibration_items(self, interaction):
         """Target items of the batch (every position's, all_positions), whose embeddings calibration spreads apart."""
@@ -20,25 +29,13 @@ class GenAIR(LLMItemEmbeddingMixin):
 class SASRecGenAIR(GenAIR, SASRec):
     """GenAIR with the SASRec backbone."""
 
-    def __init__(self, config, dataset):
-        super().__init__(config, dataset)
-        self._use_llm_item_embedding(config, dataset, self.hidden_size)
-
 
 class GRU4RecGenAIR(GenAIR, GRU4Rec):
     """GenAIR with the GRU4Rec backbone (item vectors of width `embedding_size`)."""
 
-    def __init__(self, config, dataset):
-        super().__init__(config, dataset)
-        self._use_llm_item_embedding(config, dataset, self.embedding_size)
-
 
 class BERT4RecGenAIR(GenAIR, BERT4Rec):
     """GenAIR with the BERT4Rec backbone; the mask token keeps a trainable row after the items."""
-
-    def __init__(self, config, dataset):
-        super().__init__(config, dataset)
-        self._use_llm_item_embedding(config, dataset, self.hidden_size, n_extra_tokens=1)
 
     def calibration_items(self, interaction):
         return interaction[self.POS_ITEMS]
