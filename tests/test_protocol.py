@@ -8,6 +8,8 @@ import yaml
 
 from conftest import tiny_config
 from recbole_genair.archetype import load_settings
+from recbole_genair.archetype.items import build_prompt
+from recbole_genair.archetype.settings import signature
 from recbole_genair.config import Config
 from recbole_genair.data import create_dataset
 from recbole_genair.model.losses import BCEPairLoss
@@ -16,6 +18,7 @@ from recbole_genair.quick_start import build_model, prepare_data, run_recbole_ge
 
 PRESET = PROPS_DIR / "protocol" / "genair-paper.yaml"
 ARCHETYPE_PRESET = PROPS_DIR / "protocol" / "genair-paper-archetype.yaml"
+AUTHORS_PROMPT = PROPS_DIR / "protocol" / "genair-authors-prompt.yaml"
 SHAPE = ("train_batch_size", "MAX_ITEM_LIST_LENGTH", "hidden_size", "inner_size", "embedding_size", "metrics", "topk")
 
 
@@ -37,7 +40,7 @@ def test_the_preset_sets_the_papers_protocol_over_the_dataset_defaults(tmp_path)
                   config_dict={"data_path": str(tmp_path)})["mask_ratio"] == 0.6
 
 
-@pytest.mark.parametrize("preset", [PRESET, ARCHETYPE_PRESET])
+@pytest.mark.parametrize("preset", [PRESET, ARCHETYPE_PRESET, AUTHORS_PROMPT])
 def test_every_preset_value_names_its_source(preset):
     lines = [line for line in preset.read_text().splitlines() if re.match(r"^[A-Za-z_]+:", line)]
     assert lines
@@ -49,6 +52,24 @@ def test_the_archetype_preset_gives_the_authors_decoding(tmp_path):
     settings = load_settings("genair-test", config_file_list=[str(ARCHETYPE_PRESET)], config_dict={"data_path": str(tmp_path)})
     assert (settings["do_sample"], settings["temperature"], settings["top_p"], settings["repetition_penalty"],
             settings["max_new_tokens"], settings["pca_components"]) == (True, 0.6, 0.9, 1.2, 512, 384)
+
+
+def test_the_authors_prompt_preset_writes_their_item_text(tmp_path):
+    """The wording of the authors' code: no system sentence, "key is value" clauses joined by "; ", ";" in a
+    value written as ".", values cut to 100 characters, the question on its own line."""
+    settings = load_settings("genair-test", config_file_list=[str(AUTHORS_PROMPT)], config_dict={"data_path": str(tmp_path)})
+    values = {"title": "Red stapler", "brand": "Acme; Inc", "description": "x" * 150}
+    prompt, n = build_prompt(values, {"name": "title", "brand": "brand", "description": "description"}, settings)
+    assert n == 3 and prompt == (
+        "Based on the following attributes, identify the types of users this item would appeal to:\n"
+        "name is Red stapler; brand is Acme. Inc; description is " + "x" * 100 + "\n"
+        "Which potential users align best with this item?")
+    default = load_settings("genair-test", config_dict={"data_path": str(tmp_path)})
+    assert build_prompt({"title": "Red stapler"}, {"name": "title"}, default)[0] == (
+        "You are a helpful recommendation expert. Based on the following attributes, identify the types of users "
+        "this item would appeal to: The item name is Red stapler. What potential users align best with this item?")
+    # stores made before the two keys existed keep their signature
+    assert "prompt_join" not in signature(default)[1] and signature(settings)[1]["prompt_join"] == "\n"
 
 
 @pytest.mark.parametrize("model", ["SASRecGenAIR", "BERT4RecGenAIR", "GRU4Rec"])

@@ -139,9 +139,13 @@ def resolve_field_map(settings, table):
 def prompt_clauses(values, field_map, settings):
     """One clause per non-empty field (cut to max_field_chars), in the order of `field_map` (paper Table 1)."""
     limit = settings["max_field_chars"]
+    # a value must not split a clause list joined by "; " (the authors' code writes its ";" as ".")
+    semicolons = ";" in settings.get("prompt_clause_separator", " ")
     clauses = []
     for label, name in field_map.items():
         value = " ".join(str(values.get(name, "") or "").split())
+        if semicolons:
+            value = value.replace(";", ".")
         if not value:
             continue
         if limit and len(value) > limit:
@@ -152,7 +156,11 @@ def prompt_clauses(values, field_map, settings):
 
 
 def join_prompt(clauses, settings):
-    return " ".join([settings["prompt_intro"], *clauses, settings["prompt_question"]])
+    """intro, the clauses joined by `prompt_clause_separator`, question, joined by `prompt_join` (both " " by default;
+    settings stored before the keys existed read as that)."""
+    separator, join = settings.get("prompt_clause_separator", " "), settings.get("prompt_join", " ")
+    parts = [settings["prompt_intro"], separator.join(clauses)] if clauses else [settings["prompt_intro"]]
+    return join.join([*parts, settings["prompt_question"]])
 
 
 def build_prompt(values, field_map, settings):

@@ -16,6 +16,10 @@ SIGNATURE_KEYS = (
     "temperature", "top_p", "repetition_penalty", "seed", "dtype",
 )
 
+# Keys added after stores existed: in the signature only when they differ from these values, so that work
+# folders and `.itememb` files made before them keep their signature.
+LATER_SIGNATURE_KEYS = {"prompt_join": " ", "prompt_clause_separator": " "}
+
 
 class SettingsError(ValueError):
     """A setting that cannot be used."""
@@ -111,6 +115,7 @@ def resolve_paths(settings):
 def signature(settings):
     """A short hash of everything that shapes the texts and vectors, plus the values themselves."""
     values = {k: settings.get(k) for k in SIGNATURE_KEYS}
+    values.update({k: settings.get(k, v) for k, v in LATER_SIGNATURE_KEYS.items() if settings.get(k, v) != v})
     digest = hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return digest, values
 
