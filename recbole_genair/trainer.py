@@ -65,6 +65,9 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
     def __init__(self, config, model):
         super().__init__(config, model)
         self.alpha = float(config["alpha"] or 0.0)
+        self.alpha_normalization = config["alpha_normalization"] or "none"
+        if self.alpha_normalization not in ("none", "ranking_terms"):
+            raise ValueError(f"alpha_normalization must be 'none' or 'ranking_terms', not {self.alpha_normalization!r}")
         self.calibration = None
         self.every_position = train_objective(type(model), config["train_mode"]) == NEXT_ITEM
         self.epoch_seconds, self.valid_scores = [], []
@@ -161,7 +164,7 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
                              f"has none; remove alpha or use a GenAIR model.")
         counts = cooccurrence_matrix(train_data._dataset, window=self.config["cooccurrence_window"])
         self.logger.info(
-            f"behavioural calibration: alpha={self.alpha}, gamma={self.config['gamma']}, t={self.config['t']}, "
+            f"behavioural calibration: alpha={self.alpha} ({self.alpha_normalization}), gamma={self.config['gamma']}, t={self.config['t']}, "
             f"kernel={self.config['calibration_kernel']}, {counts.nnz} co-occurring item pairs (training split)"
         )
         return BehaviouralCalibrationLoss(
@@ -196,17 +199,25 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
     def _loss_with_calibration(self, interaction):
         """L = L_rank + alpha * L_cal, with one projection of the item table per step.
 
+        `alpha_normalization: ranking_terms` multiplies alpha by the batch's number of ranking terms (its targets),
+        which is the paper's weighting (eq. 17 sums over users and positions, eq. 14 is a mean) with our mean loss.
+
         On the first step of each epoch the gradients of the two terms on the projector are measured apart:
         `calibration_gradient_ratios` (logged with the epoch's losses) is ||grad alpha L_cal|| / ||grad L_rank||.
         """
         with self.model.item_embedding.shared_table() as table:
             losses = self._model_losses(interaction)
-            cal = self.calibration(table, self.model.calibration_items(interaction))
+            items = self.model.calibration_items(interaction)
+            cal = self.calibration(table, items)
+        weight = self.alpha
+        if self.alpha_normalization == "ranking_terms":
+            # eq. 17 sums the ranking loss over its (user, position) terms, ours averages: alpha per summed term
+            weight = self.alpha * int((items > 0).sum())
         losses = losses if isinstance(losses, tuple) else (losses,)
         if self._measure_gradients and torch.is_grad_enabled():
             self._measure_gradients = False
-            self.calibration_gradient_ratios.append(self._gradient_ratio(sum(losses), self.alpha * cal))
-        return (*losses, self.alpha * cal)
+            self.calibration_gradient_ratios.append(self._gradient_ratio(sum(losses), weight * cal))
+        return (*losses, weight * cal)
 
     def _gradient_ratio(self, ranking, calibration):
         """||d calibration / d projector|| / ||d ranking / d projector|| (the graph is kept for the step's backward)."""

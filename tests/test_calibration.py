@@ -153,6 +153,28 @@ def test_trainer_adds_alpha_times_the_calibration_loss_of_the_batch_targets(tmp_
     assert cal.item() == pytest.approx(0.3 * expected, rel=1e-5)
 
 
+@pytest.mark.parametrize("train_mode", ["prefix", "all_positions"])
+def test_ranking_terms_normalisation_multiplies_alpha_by_the_batch_targets(tmp_path, train_mode):
+    """`alpha_normalization: ranking_terms`: the calibration term is alpha x (number of targets in the batch) x L_cal,
+    the paper's weight against a summed ranking loss; prefix mode has one target per sample, all positions one
+    per non-padding position."""
+    terms = {}
+    for normalization in ("none", "ranking_terms"):
+        config, _, train_data = built(tmp_path, "SASRecGenAIR", alpha=0.3, train_mode=train_mode,
+                                      alpha_normalization=normalization)
+        model = build_model(config, train_data).eval()
+        trainer = LLMRecTrainer(config, model)
+        trainer.collect_training_statistics(train_data)
+        batch = next(iter(train_data))
+        terms[normalization] = trainer._loss_with_calibration(batch)[-1].item()
+    targets = batch["item_id"]
+    n = targets.numel() if train_mode == "prefix" else int((targets > 0).sum())
+    assert 1 < n and (train_mode == "prefix" or n < targets.numel())
+    assert terms["ranking_terms"] == pytest.approx(n * terms["none"], rel=1e-5)
+    with pytest.raises(ValueError, match="alpha_normalization"):
+        LLMRecTrainer(built(tmp_path, "SASRecGenAIR", alpha_normalization="sum")[0], model)
+
+
 def test_gradient_ratio_is_the_two_terms_gradient_norms_on_the_projector(tmp_path):
     """Measured with two separate backward passes by hand; the ratio scales with alpha; each epoch logs one."""
     config, _, train_data = built(tmp_path, "SASRecGenAIR", alpha=0.01, epochs=2)
