@@ -8,6 +8,7 @@ from recbole.utils import ModelType
 
 import recbole_genair.evaluation  # noqa: F401  (registers the group metrics before any Config is built)
 from recbole_genair.config_keys import ConfigKeyError, check_config_keys
+from recbole_genair.distributed import init_cpu_process_group, use_cuda
 from recbole_genair.paths import DATASET_DIR, PACKAGE_ROOT, PROPS_DIR  # noqa: F401  (also imported from here)
 from recbole_genair.utils import get_model
 
@@ -32,6 +33,8 @@ class Config(RecBoleConfig):
     - Keys that no code reads (typos such as `--alpah`) are refused with the closest known key, for
       RecBole's models and ours; a model class from elsewhere may read keys of its own, so its runs
       are not checked. An invalid YAML file is reported with its name and line.
+    - A distributed run (`local_rank` set, RecBole's torch.distributed path) without CUDA joins its
+      process group with gloo on the CPU (`recbole_genair.distributed`); RecBole's own path is NCCL only.
     Models that read LLM item vectors get the `.itememb` loading settings added (see
     `recbole_genair.data.itememb`).
     """
@@ -79,6 +82,14 @@ class Config(RecBoleConfig):
                 raise SyntaxError(f"there are duplicate command line arguments for {key!r}")
             cmd_config_dict[key] = value
         return self._convert_config_dict(cmd_config_dict)
+
+    def _init_device(self):
+        final = self.final_config_dict
+        if "local_rank" in final and not use_cuda(final):
+            final["gpu_id"] = ""
+            init_cpu_process_group(final)
+            return
+        super()._init_device()
 
     def _get_model_and_dataset(self, model, dataset):
         if model is None and "model" in self.external_config_dict:

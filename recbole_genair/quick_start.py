@@ -119,7 +119,7 @@ def run_recbole_genair(
     logger.info("The running environment of this training is as follows:\n" + environment_tb.draw())
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
-    return {
+    result = {
         "model": config["model"],
         "best_valid_score": best_valid_score,
         "valid_score_bigger": config["valid_metric_bigger"],
@@ -131,6 +131,9 @@ def run_recbole_genair(
         "analysis": inspect(config, model, train_data, test_data) if inspect else None,
         "training": trainer.training_summary() if hasattr(trainer, "training_summary") else None,
     }
+    if not config["single_spec"]:
+        torch.distributed.destroy_process_group()
+    return result
 
 
 def objective_function(config_dict=None, config_file_list=None, saved=True):
@@ -204,6 +207,8 @@ def load_data_and_model(model_file, data_path=None):
     apply_speed_fixes()
     checkpoint = read_checkpoint(model_file)
     config = checkpoint["config"]
+    # a model trained on several processes is read back in one
+    config.final_config_dict.update(single_spec=True, local_rank=0)
     if data_path is not None:
         inside = os.path.join(data_path, config["dataset"])
         config.final_config_dict["data_path"] = inside if os.path.isdir(inside) else str(data_path)

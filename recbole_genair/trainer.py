@@ -11,6 +11,8 @@
   onto another dataset's items (`recbole_genair.quick_start.load_data_and_model`).
 - Evaluation hook: each user's target item and the training popularity are collected for the
   head/tail/cold group metrics of `recbole_genair.evaluation.group_metrics`.
+- Distributed hook (RecBole's torch.distributed path): CPU ranks get a CPU `DistributedDataParallel`, and
+  evaluation gathers every rank's rows before the metrics (`recbole_genair.distributed`).
 With no hook active it trains exactly like RecBole's `Trainer`.
 """
 import os
@@ -20,12 +22,14 @@ from time import time
 
 import torch
 from recbole.trainer import Trainer
+from torch.nn.parallel import DistributedDataParallel
 from recbole.utils import get_local_time, set_color
 
 from recbole_genair import __version__
 from recbole_genair.data.cooccurrence import cooccurrence_matrix
 from recbole_genair.data.popularity import item_popularity
 from recbole_genair.data.train_modes import NEXT_ITEM
+from recbole_genair.distributed import broadcast_value, gather_eval_struct
 from recbole_genair.evaluation.group_metrics import TARGET_ITEMS, TRAIN_POPULARITY, collect_target_items
 from recbole_genair.model.all_positions import all_position_losses, train_objective
 from recbole_genair.model.layers import LLMItemEmbedding
@@ -48,7 +52,10 @@ class CheckpointLoadMixin:
 
     def __init__(self, config, model):
         super().__init__(config, model)
-        self.saved_model_file = os.path.join(self.checkpoint_dir, unique_checkpoint_name(config))
+        name = unique_checkpoint_name(config)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            name = broadcast_value(name)  # rank 0 writes it, every rank reads the best weights from it
+        self.saved_model_file = os.path.join(self.checkpoint_dir, name)
 
     def resume_checkpoint(self, resume_file):
         with trusted_checkpoint_load():
@@ -63,7 +70,17 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
     """RecBole `Trainer` with the loss and epoch hooks of recbole_genair."""
 
     def __init__(self, config, model):
-        super().__init__(config, model)
+        if not config["single_spec"] and config["device"].type == "cpu":
+            # RecBole wraps the model for one GPU per rank (device_ids=[local_rank]); a CPU model takes none
+            config["single_spec"] = True
+            try:
+                super().__init__(config, model)
+            finally:
+                config["single_spec"] = False
+            # frozen LLM tables are the same on every rank: no buffer broadcast at each step
+            self.distributed_model = DistributedDataParallel(self.model, broadcast_buffers=False)
+        else:
+            super().__init__(config, model)
         self.alpha = float(config["alpha"] or 0.0)
         self.alpha_normalization = config["alpha_normalization"] or "none"
         if self.alpha_normalization not in ("none", "ranking_terms"):
@@ -72,6 +89,9 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
         self.every_position = train_objective(type(model), config["train_mode"]) == NEXT_ITEM
         self.epoch_seconds, self.valid_scores = [], []
         self.calibration_gradient_ratios, self._measure_gradients = [], False
+        if not config["single_spec"]:
+            self._collector_struct = self.eval_collector.get_data_struct
+            self.eval_collector.get_data_struct = self._gathered_struct
 
     def _build_optimizer(self, **kwargs):
         """RecBole's optimizer, over the model's own parameter groups when it has them (e.g. a weight decay of its own)."""
@@ -138,11 +158,23 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
         if self.eval_collector.register.need(TRAIN_POPULARITY) and TRAIN_POPULARITY not in struct:
             raise RuntimeError("group metrics need the training split's item popularity: call "
                                "trainer.collect_training_statistics(train_data) before evaluate()")
+        self._eval_sample_size = getattr(eval_data, "sample_size", None)
         try:
             return super().evaluate(eval_data, load_best_model, model_file, show_progress)
         finally:
             if TARGET_ITEMS in struct:  # RecBole clears its own per-evaluation keys, not ours
                 del struct[TARGET_ITEMS]
+
+    def _map_reduce(self, result, num_sample):
+        """Distributed: the metrics were computed on every rank's rows already (`_gathered_struct`)."""
+        return result
+
+    def _gathered_struct(self):
+        """The evaluation rows of every rank (distributed), else this process's."""
+        struct = self._collector_struct()
+        if not self.config["single_spec"]:
+            gather_eval_struct(struct, self._eval_sample_size)
+        return struct
 
     def _full_sort_batch_eval(self, batched_data):
         interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
@@ -180,7 +212,8 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
         if loss_func is None:
             loss_func = self._loss_with_calibration if self.calibration is not None else self._model_losses
         start = time()
-        self._measure_gradients = self.calibration is not None
+        # measured with autograd.grad, outside the gradient all-reduce of a distributed run: one process only
+        self._measure_gradients = self.calibration is not None and self.config["single_spec"]
         losses = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
         self.epoch_seconds.append(time() - start)
         return losses

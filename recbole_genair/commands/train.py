@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from recbole_genair.commands.compare import run_comparison
+from recbole_genair.commands.distributed import distributed_settings, run_distributed
 from recbole_genair.commands.tune import run_tuning
 from recbole_genair.evaluation.compare import ablation_report, parse_seeds, write_report
 from recbole_genair.paths import PROPS_DIR
@@ -77,6 +78,9 @@ def check_flags(args, rest):
     if rest and (mode == "ablation" or args.report_only):
         raise SystemExit(f"error: {' '.join(rest)} would be ignored: --{'ablation' if mode == 'ablation' else 'report_only'} "
                          f"reads finished runs and trains nothing")
+    if mode != "run" and distributed_settings(rest) is not None:
+        raise SystemExit(f"error: --nproc / --world_size train one model on several processes; --{mode} runs its "
+                         f"trainings one process each (start several --compare processes on one output folder instead)")
     seed = next((a for a in rest if a.startswith("--seed=")), None)
     if seed and mode == "compare":
         raise SystemExit(f"error: {seed} would be replaced by each seed of --seeds in --{mode}; "
@@ -107,6 +111,9 @@ def main(argv=None):
         output = args.output or f"results/tune-{model}-{args.dataset}"
         return run_tuning(model, args.dataset, args.params_file or str(PROPS_DIR / "tuning" / "genair.hyper"), output,
                           config_files, cmd_args=rest, algo=args.algo or "exhaustive", max_evals=args.max_evals or 100)
+    settings = distributed_settings(rest)
+    if settings is not None:
+        return run_distributed(model, args.dataset, config_files, rest, settings)
     return run_recbole_genair(model, args.dataset, config_file_list=config_files, cmd_args=rest)
 
 
