@@ -74,6 +74,26 @@ def test_an_item_alone_and_inside_a_left_padded_batch_gets_the_same_vectors(tmp_
         np.testing.assert_allclose(vector, expected[item], atol=1e-5, err_msg=f"item {item}")
 
 
+@pytest.mark.parametrize("max_new_tokens", [6, 40])
+def test_states_kept_while_generating_equal_a_teacher_forced_pass(tmp_path, tiny_llm_dir, max_new_tokens):
+    """`states_from: generation` (one pass) and `teacher_forced` (a second pass over prompt + archetype) give the
+    same texts and, within float tolerance, the same pooled vectors, in left-padded batches; rows cut by
+    max_new_tokens keep their last token through the extra cached step, rows that end early stop at their EOS."""
+    stored = {}
+    for mode in ("generation", "teacher_forced"):
+        folder = dataset_without_vectors(tmp_path / mode, "pad")
+        run_archetype(settings_for(folder, tiny_llm_dir, states_from=mode, max_new_tokens=max_new_tokens))
+        stored[mode] = (read_jsonl(folder / "pad.archetype-work" / "texts.jsonl"),
+                        stored_vectors(folder / "pad.archetype-work"))
+    texts, vectors = stored["generation"]
+    assert texts == stored["teacher_forced"][0]
+    assert any(len({t["prompt_tokens"] for t in texts[k: k + 8]}) > 1 for k in range(0, len(texts), 8))
+    cut = [t for t in texts if not t["finished"]]
+    assert cut and all(len(t["archetype_ids"]) == max_new_tokens for t in cut)
+    for item, vector in vectors.items():
+        np.testing.assert_allclose(vector, stored["teacher_forced"][1][item], atol=1e-4, err_msg=f"item {item}")
+
+
 # 3. PCA (GenAIR eq. 7)
 
 def test_a_variance_fraction_keeps_the_first_k_components_whose_cumulative_variance_reaches_it():

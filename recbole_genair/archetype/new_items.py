@@ -169,11 +169,15 @@ class ItemEmbedder:
         step = int(settings["batch_size"])
         for begin in range(0, len(order), step):
             batch = order[begin: begin + step]
-            records = archetype_records(generator, tokenizer, model, batch, prompts, prompt_ids)
-            states = pooled_views(model, [prompt_ids[i] for i in batch], [r["archetype_ids"] for r in records],
-                                  tokenizer.pad_token_id, device)
-            for item, record, row in zip(batch, records, states):
-                pooled[item], texts[item] = row, record["archetype"]
+            # as the archetype run: states from the generation pass (settings stored before the key: the same)
+            pool = settings.get("states_from", "generation") == "generation" and isinstance(generator, TransformersGenerator)
+            records, fresh = archetype_records(generator, tokenizer, model, batch, prompts, prompt_ids, pool=pool)
+            if len(fresh) < len(batch):
+                states = pooled_views(model, [prompt_ids[i] for i in batch], [r["archetype_ids"] for r in records],
+                                      tokenizer.pad_token_id, device)
+                fresh = {item: fresh.get(item, row) for item, row in zip(batch, states)}
+            for item, record in zip(batch, records):
+                pooled[item], texts[item] = fresh[item], record["archetype"]
         raw = np.stack([pooled[item] for item in ids]).astype(np.float64)
         vectors = np.concatenate([(raw[:, v] - self.basis[view][0]) @ self.basis[view][1]
                                   for v, view in enumerate(VIEWS)], axis=1)

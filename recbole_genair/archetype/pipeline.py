@@ -250,36 +250,47 @@ def _generate_and_embed(settings, folder, ids, prompts, summary, locks):
     for begin in range(0, len(order), batch_size):
         batch = order[begin: begin + batch_size]
         todo = [i for i in batch if i not in folder.texts.records]
+        fresh = {}  # item -> pooled views recorded while generating its text
         if todo:
-            records = _write_texts(generator, tokenizer, model, todo, prompts, prompt_ids, folder, settings)
+            records, fresh = _write_texts(generator, tokenizer, model, todo, prompts, prompt_ids, folder, settings)
             summary["generated"] += len(records)
             summary["empty_archetypes"] += [r["id"] for r in records if not r["archetype"]]
             tokens += sum(len(r["archetype_ids"]) for r in records)
+        rest = [i for i in batch if i not in fresh]  # texts from a server or from before a restart: one more pass
         step = int(settings["embed_batch_size"])
-        for sub in range(0, len(batch), step):
-            part = batch[sub: sub + step]
+        for sub in range(0, len(rest), step):
+            part = rest[sub: sub + step]
             archetype_ids = [folder.texts.records[i]["archetype_ids"] for i in part]
-            pooled = pooled_views(model, [prompt_ids[i] for i in part], archetype_ids, tokenizer.pad_token_id, device)
-            store.append(part, pooled)
-            summary["prompt_tokens"] += sum(len(prompt_ids[i]) for i in part)
-            summary["archetype_tokens"] += sum(len(a) for a in archetype_ids)
+            fresh.update(zip(part, pooled_views(model, [prompt_ids[i] for i in part], archetype_ids,
+                                                tokenizer.pad_token_id, device)))
+        store.append(batch, np.stack([fresh[i] for i in batch]))
+        summary["prompt_tokens"] += sum(len(prompt_ids[i]) for i in batch)
+        summary["archetype_tokens"] += sum(len(folder.texts.records[i]["archetype_ids"]) for i in batch)
         bar.update(len(batch))
         bar.set_postfix(gen_tok_s=f"{tokens / max(time.time() - t0, 1e-9):.0f}")
     bar.close()
 
 
 def _write_texts(generator, tokenizer, model, todo, prompts, prompt_ids, folder, settings):
-    records = archetype_records(generator, tokenizer, model, todo, prompts, prompt_ids)
+    """Generate and log the archetypes of `todo`; (records, {item: pooled views} when generation recorded them)."""
+    mode = settings.get("states_from") or "generation"
+    if mode not in ("generation", "teacher_forced"):
+        raise SettingsError(f"states_from must be 'generation' or 'teacher_forced', not {mode!r}")
+    pool = mode == "generation" and isinstance(generator, TransformersGenerator)
+    records, pooled = archetype_records(generator, tokenizer, model, todo, prompts, prompt_ids, pool=pool)
     folder.texts.append(records)
-    return records
+    return records, pooled
 
 
-def archetype_records(generator, tokenizer, model, todo, prompts, prompt_ids):
-    """Generate the archetypes of `todo` (an empty text is retried once with sampling); one record per item."""
-    gens = generator.generate([prompts[i] for i in todo], [prompt_ids[i] for i in todo])
+def archetype_records(generator, tokenizer, model, todo, prompts, prompt_ids, pool=False):
+    """Generate the archetypes of `todo` (an empty text is retried once with sampling); one record per item, and
+    with `pool` (a local model) {item: its pooled views from the generation pass}."""
+    kwargs = {"pool": True} if pool else {}
+    gens = generator.generate([prompts[i] for i in todo], [prompt_ids[i] for i in todo], **kwargs)
     retried = [k for k, g in enumerate(gens) if not g.text]
     if retried:  # one retry with sampling: a greedy retry would repeat the empty text
-        again = generator.generate([prompts[todo[k]] for k in retried], [prompt_ids[todo[k]] for k in retried], sample=True)
+        again = generator.generate([prompts[todo[k]] for k in retried], [prompt_ids[todo[k]] for k in retried],
+                                   sample=True, **kwargs)
         for k, g in zip(retried, again):
             gens[k] = g
         still = [todo[k] for k, g in zip(retried, again) if not g.text]
@@ -298,7 +309,7 @@ def archetype_records(generator, tokenizer, model, todo, prompts, prompt_ids):
         }
         for k, (item, g) in enumerate(zip(todo, gens))
     ]
-    return records
+    return records, {item: g.pooled for item, g in zip(todo, gens) if g.pooled is not None}
 
 
 def _work_folders(work_root, settings, locks):

@@ -1,9 +1,11 @@
-"""Prefill and decoding embeddings from one teacher-forced pass (GenAIR eq. 6).
+"""Prefill and decoding embeddings (GenAIR eq. 6): from the generation pass, or one teacher-forced pass.
 
-For a causal LM the last-layer state of a token depends only on the tokens before it, so a forward
-pass over prompt + archetype gives the states that generation computed, plus the state of the last
-generated token, which generation never feeds back (the authors' code loses it). Running it apart
-from generation lets any engine write the texts.
+For a causal LM the last-layer state of a token depends only on the tokens before it, so the states
+that generation computes are those of a forward pass over prompt + archetype (within float tolerance:
+cached keys, left padding). `GenerationStates` records them while the local model generates, plus one
+step for the last generated token, which generation never feeds back (the authors' code loses it).
+`pooled_views` is the teacher-forced pass, for texts written elsewhere (an API server) or before a
+restart.
 """
 import numpy as np
 import torch
@@ -36,3 +38,45 @@ def pooled_views(model, prompt_ids, archetype_ids, pad_id, device):
         pooled[row, 0] = s[: len(p)].mean(0).numpy()
         pooled[row, 1] = s[len(p):].mean(0).numpy()
     return pooled
+
+
+class GenerationStates:
+    """Record the last-layer states of a local model's `generate` call and pool them per row.
+
+    Used as a context manager around one `generate(..., return_dict_in_generate=True)` call: a forward hook
+    on the base model keeps its `last_hidden_state` at every step (the prompt at the first, then one
+    generated token per step), nothing else of the per-step outputs.
+    """
+
+    def __init__(self, model):
+        self.model, self.steps, self._handle = model, [], None
+
+    def __enter__(self):
+        self._handle = self.model.base_model.register_forward_hook(
+            lambda module, args, output: self.steps.append(output[0] if isinstance(output, tuple) else output.last_hidden_state))
+        return self
+
+    def __exit__(self, *exc):
+        self._handle.remove()
+
+    def pooled(self, out, prompt_mask, kept_lengths):
+        """`batch x 2 x hidden` float32: [mean over each prompt's tokens, mean over its first `kept_lengths` generated
+        tokens] from the recorded steps of `out` (left-padded prompts with attention mask `prompt_mask`)."""
+        width = prompt_mask.size(1)
+        generated = out.sequences[:, width:]
+        fed = [s[:, -1] for s in self.steps[1:]]  # token k's state, fed at step k (k = 1 .. G - 1)
+        if max(kept_lengths) > len(fed):  # some row keeps the last generated token: one more step with the cache
+            mask = torch.cat([prompt_mask, torch.ones_like(generated)], dim=1)
+            position = mask.sum(dim=1, keepdim=True) - 1
+            with torch.inference_mode():
+                last = self.model.base_model(input_ids=generated[:, -1:], attention_mask=mask, position_ids=position,
+                                             past_key_values=out.past_key_values, use_cache=True)
+            fed.append(last.last_hidden_state[:, -1])
+        decoding = torch.stack(fed, dim=1).float().cpu()  # batch x G x hidden
+        prefill = self.steps[0].float().cpu()
+        lengths = prompt_mask.sum(dim=1).tolist()
+        pooled = np.empty((len(kept_lengths), 2, prefill.size(-1)), dtype=np.float32)
+        for row, (n_prompt, n_kept) in enumerate(zip(lengths, kept_lengths)):
+            pooled[row, 0] = prefill[row, width - n_prompt:].mean(0).numpy()
+            pooled[row, 1] = decoding[row, :n_kept].mean(0).numpy()
+        return pooled
