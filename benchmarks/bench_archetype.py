@@ -5,7 +5,8 @@
 
 All take the first N items of the dataset (same prompts, same model, same generation settings) and
 run in separate processes: the plain loop, our pipeline with the states kept while generating (`ours`,
-the default) and with a second teacher-forced pass (`ours-tf`, `states_from: teacher_forced`); each reports items/s, generated tokens/s and peak RSS. The plain loop
+the default) and with a second teacher-forced pass (`ours-tf`, `states_from: teacher_forced`), and with
+`--prefill` the prompt's view alone (`archetype_views: prefill`, no generation); each reports items/s, generated tokens/s and peak RSS. The plain loop
 pools the hidden states that `generate` returns and keeps them in memory, as a first implementation
 would. `--sizes=32,128` runs our pipeline at two catalogue sizes to show that its memory stays flat.
 Run by hand; the numbers go in the closing note.
@@ -78,6 +79,8 @@ def ours(settings):
 def child(kind, settings):
     if kind == "ours-tf":  # the earlier path: a second, teacher-forced pass for the states
         settings = {**settings, "states_from": "teacher_forced"}
+    if kind == "prefill":  # the prompt's view alone: no generation
+        settings = {**settings, "archetype_views": "prefill"}
     items, tokens, seconds = (plain_loop if kind == "plain" else ours)(settings)
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(json.dumps({"items": items, "tokens": tokens, "seconds": seconds, "peak_gb": peak_gb}))
@@ -92,6 +95,7 @@ def main():
     parser.add_argument("--max_new_tokens", type=int, default=64)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--llm_model", default="smollm2")
+    parser.add_argument("--prefill", action="store_true", help="also time archetype_views: prefill (no generation)")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "FOLDER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -112,6 +116,7 @@ def main():
         sizes = [args.items] + [int(s) for s in (args.sizes or "").split(",") if s]
         results = {}
         runs = [("plain", args.items), ("ours-tf", args.items)] + [("ours", n) for n in sizes]
+        runs += [("prefill", args.items)] if args.prefill else []
         for kind, n in runs:
             folder = subset_dataset(base, n, Path(tmp) / f"{kind}-{n}")
             out = subprocess.run([sys.executable, __file__, f"--dataset={args.dataset}", f"--llm_model={args.llm_model}",
@@ -127,7 +132,7 @@ def main():
             return r["items"] / r["seconds"]
 
         plain = results[("plain", args.items)]
-        for kind in ("ours-tf", "ours"):
+        for kind in ("ours-tf", "ours") + (("prefill",) if args.prefill else ()):
             print(f"speed-up (items/s, {kind} / plain loop): {rate(results[(kind, args.items)]) / rate(plain):.2f}x "
                   f"on {args.items} items, max_new_tokens={args.max_new_tokens}, batch {args.batch_size}, model {args.llm_model}")
 

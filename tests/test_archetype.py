@@ -69,6 +69,31 @@ def test_end_to_end_texts_vectors_and_itememb_load_into_genair(tmp_path, tiny_ll
     assert 0.0 <= result["test_result"]["ndcg@10"] <= 1.0
 
 
+def test_prefill_only_embeds_the_prompts_without_generating(tmp_path, tiny_llm_dir):
+    """`archetype_views: prefill`: no archetype is written, each item's vector is the PCA of its prompt's mean state
+    (the full run's prefill view), the .itememb has prefill columns only, and GenAIR trains on it with either
+    llm_views setting that keeps them."""
+    full = dataset_without_vectors(tmp_path / "full")
+    run_archetype(settings_for(full, tiny_llm_dir))
+    folder = dataset_without_vectors(tmp_path)
+    summary = run_archetype(settings_for(folder, tiny_llm_dir, archetype_views="prefill"))
+    items = read_items(folder, "arch").ids
+    assert summary["generated"] == 0 and summary["archetype_tokens"] == 0
+    assert all(r["archetype"] == "" for r in read_jsonl(folder / "arch.archetype"))
+    raw = np.fromfile(summary["raw_vectors"], dtype=np.float32).reshape(len(items), 2, 32)
+    raw_full = np.fromfile(full / "arch.archetype-work" / "assembled.f32", dtype=np.float32).reshape(len(items), 2, 32)
+    np.testing.assert_allclose(raw[:, 0], raw_full[:, 0], atol=1e-5)
+    assert not raw[:, 1].any()
+    meta = json.loads((folder / "arch.itememb.json").read_text())
+    assert meta["views"] == {"prefill": 6, "decoding": 0} and meta["columns"] == 6
+    with open(folder / "arch.itememb", encoding="utf-8") as f:
+        f.readline()
+        assert all(len(line.split("\t")[1].split()) == 6 for line in f)
+    for views in ("both", "prefill"):
+        config = tiny_config(tmp_path, data_path=str(tmp_path / "data"), dataset="arch", llm_views=views)
+        assert 0.0 <= run_recbole_genair("SASRecGenAIR", config_dict=config, saved=False)["test_result"]["ndcg@10"] <= 1
+
+
 def test_teacher_forced_states_equal_generation_states_with_padding(tiny_llm_dir):
     settings = load_settings(DATASET, config_dict={"llm_model": tiny_llm_dir})
     model, tokenizer, device = load_llm(settings)

@@ -72,6 +72,23 @@ def test_the_stored_basis_maps_an_existing_items_text_onto_its_stored_vector(wor
         np.testing.assert_allclose(vector, stored[item], rtol=1e-3, atol=1e-4)
 
 
+def test_a_prefill_only_store_maps_an_existing_items_prompt_onto_its_stored_vector(world, tmp_path):
+    """With `archetype_views: prefill` the new-item path generates nothing either and lands on the stored vectors."""
+    folder = copy_dataset(tmp_path, "arch")
+    (folder / "arch.itememb").unlink()
+    (folder / "arch.itememb.json").unlink()
+    run_archetype(archetype_settings(folder, world["llm"], archetype_views="prefill"))
+    lines = (folder / "arch.item").read_text(encoding="utf-8").splitlines(keepends=True)
+    file = tmp_path / "again.item"
+    file.write_text(lines[0] + "".join(line for line in lines[1:] if line.split("\t")[0] in {"2", "7"}),
+                    encoding="utf-8")
+    again = embed_new_items(folder / "arch.itememb", file)
+    stored = read_itememb(folder / "arch.itememb")
+    assert again.archetypes == ("", "")
+    for item, vector in zip(again.ids, again.vectors):
+        np.testing.assert_allclose(vector, stored[item], rtol=1e-3, atol=1e-4)
+
+
 def test_new_vectors_have_the_itememb_columns_and_their_archetypes(world):
     vectors = world["vectors"]
     assert vectors.ids == ("n1", "n2", "n3")

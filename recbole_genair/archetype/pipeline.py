@@ -19,7 +19,7 @@ from recbole_genair.archetype.items import (
 )
 from recbole_genair.archetype.lock import HeldLocks
 from recbole_genair.archetype.pca import fit_pca, transform
-from recbole_genair.archetype.pooling import pooled_views
+from recbole_genair.archetype.pooling import pooled_views, prefill_views
 from recbole_genair.archetype.settings import SettingsError, prompt_settings, signature
 from recbole_genair.archetype.store import TextLog, VectorStore, atomic_write
 from recbole_genair.data.itememb import file_sha256
@@ -235,8 +235,11 @@ def _generate_and_embed(settings, folder, ids, prompts, summary, locks):
         return
     if settings["backend"] not in ("transformers", "openai"):
         raise SettingsError(f"backend={settings['backend']!r}: use 'transformers' or 'openai'")
+    prefill_only = archetype_views(settings) == "prefill"
     model, tokenizer, device = load_llm(settings)
-    if settings["backend"] == "openai":
+    if prefill_only:
+        generator = None
+    elif settings["backend"] == "openai":
         generator = OpenAICompatibleGenerator(tokenizer, settings)
     else:
         generator = TransformersGenerator(model, tokenizer, device, settings)
@@ -251,7 +254,10 @@ def _generate_and_embed(settings, folder, ids, prompts, summary, locks):
         batch = order[begin: begin + batch_size]
         todo = [i for i in batch if i not in folder.texts.records]
         fresh = {}  # item -> pooled views recorded while generating its text
-        if todo:
+        if prefill_only:  # no archetype: the prompt's states only, one forward pass, no generation
+            folder.texts.append([prompt_record(i, prompts[i], prompt_ids[i]) for i in todo])
+            fresh = dict(zip(batch, prefill_views(model, [prompt_ids[i] for i in batch], tokenizer.pad_token_id, device)))
+        elif todo:
             records, fresh = _write_texts(generator, tokenizer, model, todo, prompts, prompt_ids, folder, settings)
             summary["generated"] += len(records)
             summary["empty_archetypes"] += [r["id"] for r in records if not r["archetype"]]
@@ -269,6 +275,20 @@ def _generate_and_embed(settings, folder, ids, prompts, summary, locks):
         bar.update(len(batch))
         bar.set_postfix(gen_tok_s=f"{tokens / max(time.time() - t0, 1e-9):.0f}")
     bar.close()
+
+
+def archetype_views(settings):
+    """`archetype_views`: both (GenAIR: prompt and archetype) or prefill (the prompt alone, no generation)."""
+    views = settings.get("archetype_views") or "both"
+    if views not in ("both", "prefill"):
+        raise SettingsError(f"archetype_views must be 'both' or 'prefill', not {views!r}")
+    return views
+
+
+def prompt_record(item, prompt, prompt_ids):
+    """The text log's record of an item embedded from its prompt alone (`archetype_views: prefill`)."""
+    return {"id": item, "prompt": prompt, "archetype": "", "archetype_ids": [], "finished": True, "retried": False,
+            "prompt_tokens": len(prompt_ids)}
 
 
 def _write_texts(generator, tokenizer, model, todo, prompts, prompt_ids, folder, settings):
@@ -357,7 +377,11 @@ def _write_outputs(settings, ids, prompts, work_root, locks, item_fields=None):
             f.write(np.stack([located[i][0][located[i][1]] for i in part]).astype(np.float32).tobytes())
     rows = np.memmap(assembled_path, dtype=np.float32, mode="r", shape=(len(ids), 2, hidden))
     n_components = settings["pca_components"]
-    fits = [fit_pca(rows, view, n_components) for view in (0, 1)]
+    fits = [fit_pca(rows, 0, n_components)]
+    if archetype_views(settings) == "prefill":  # no decoding view: no columns for it
+        fits.append((np.zeros(hidden), np.zeros((hidden, 0)), 0.0))
+    else:
+        fits.append(fit_pca(rows, 1, n_components))
     out_dir = Path(settings["output_path"])
     out_dir.mkdir(parents=True, exist_ok=True)
     itememb = out_dir / f"{settings['dataset']}.itememb"

@@ -40,6 +40,15 @@ def pooled_views(model, prompt_ids, archetype_ids, pad_id, device):
     return pooled
 
 
+def prefill_views(model, prompt_ids, pad_id, device):
+    """`batch x 2 x hidden` float32: [mean over prompt tokens, zeros] (`archetype_views: prefill`, no archetype)."""
+    states = last_layer_states(model, prompt_ids, pad_id, device)
+    pooled = np.zeros((len(prompt_ids), 2, states[0].size(1)), dtype=np.float32)
+    for row, s in enumerate(states):
+        pooled[row, 0] = s.mean(0).numpy()
+    return pooled
+
+
 class GenerationStates:
     """Record the last-layer states of a local model's `generate` call and pool them per row.
 

@@ -18,7 +18,7 @@ SIGNATURE_KEYS = (
 
 # Keys added after stores existed: in the signature only when they differ from these values, so that work
 # folders and `.itememb` files made before them keep their signature.
-LATER_SIGNATURE_KEYS = {"prompt_join": " ", "prompt_clause_separator": " "}
+LATER_SIGNATURE_KEYS = {"prompt_join": " ", "prompt_clause_separator": " ", "archetype_views": "both"}
 
 
 class SettingsError(ValueError):
