@@ -74,15 +74,17 @@ def test_an_item_alone_and_inside_a_left_padded_batch_gets_the_same_vectors(tmp_
         np.testing.assert_allclose(vector, expected[item], atol=1e-5, err_msg=f"item {item}")
 
 
-@pytest.mark.parametrize("max_new_tokens", [6, 40])
-def test_states_kept_while_generating_equal_a_teacher_forced_pass(tmp_path, tiny_llm_dir, max_new_tokens):
+@pytest.mark.parametrize("max_new_tokens, prefix_cache", [(6, True), (40, True), (6, False)])
+def test_states_kept_while_generating_equal_a_teacher_forced_pass(tmp_path, tiny_llm_dir, max_new_tokens, prefix_cache):
     """`states_from: generation` (one pass) and `teacher_forced` (a second pass over prompt + archetype) give the
-    same texts and, within float tolerance, the same pooled vectors, in left-padded batches; rows cut by
-    max_new_tokens keep their last token through the extra cached step, rows that end early stop at their EOS."""
+    same texts and, within float tolerance, the same pooled vectors, in padded batches, with and without the
+    cached common prompt beginning; rows cut by max_new_tokens keep their last token through the extra cached
+    step, rows that end early stop at their EOS."""
     stored = {}
     for mode in ("generation", "teacher_forced"):
         folder = dataset_without_vectors(tmp_path / mode, "pad")
-        run_archetype(settings_for(folder, tiny_llm_dir, states_from=mode, max_new_tokens=max_new_tokens))
+        run_archetype(settings_for(folder, tiny_llm_dir, states_from=mode, max_new_tokens=max_new_tokens,
+                                   prefix_cache=prefix_cache if mode == "generation" else False))
         stored[mode] = (read_jsonl(folder / "pad.archetype-work" / "texts.jsonl"),
                         stored_vectors(folder / "pad.archetype-work"))
     texts, vectors = stored["generation"]

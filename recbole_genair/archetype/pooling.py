@@ -7,8 +7,21 @@ step for the last generated token, which generation never feeds back (the author
 `pooled_views` is the teacher-forced pass, for texts written elsewhere (an API server) or before a
 restart.
 """
+import inspect
+
 import numpy as np
 import torch
+
+
+def cache_argument(function):
+    """The keyword under which this transformers version passes a KV cache (`cache` since 5.x)."""
+    return "cache" if "cache" in inspect.signature(function).parameters else "past_key_values"
+
+
+def model_output_cache(output):
+    """The KV cache of a model or generate output, under this transformers version's name."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
 
 
 def last_layer_states(model, sequences, pad_id, device):
@@ -57,8 +70,9 @@ class GenerationStates:
     generated token per step), nothing else of the per-step outputs.
     """
 
-    def __init__(self, model):
-        self.model, self.steps, self._handle = model, [], None
+    def __init__(self, model, prefix_states=None):
+        # prefix_states: the states of a prompt beginning run once and cached for every row (see `generate`)
+        self.model, self.prefix_states, self.steps, self._handle = model, prefix_states, [], None
 
     def __enter__(self):
         self._handle = self.model.base_model.register_forward_hook(
@@ -71,21 +85,24 @@ class GenerationStates:
     def pooled(self, out, prompt_mask, kept_lengths):
         """`batch x 2 x hidden` float32: [mean over each prompt's tokens, mean over its first `kept_lengths` generated
         tokens] from the recorded steps of `out` (left-padded prompts with attention mask `prompt_mask`)."""
-        width = prompt_mask.size(1)
-        generated = out.sequences[:, width:]
+        generated = out.sequences[:, prompt_mask.size(1):]
         fed = [s[:, -1] for s in self.steps[1:]]  # token k's state, fed at step k (k = 1 .. G - 1)
         if max(kept_lengths) > len(fed):  # some row keeps the last generated token: one more step with the cache
+            base = self.model.base_model
             mask = torch.cat([prompt_mask, torch.ones_like(generated)], dim=1)
             position = mask.sum(dim=1, keepdim=True) - 1
             with torch.inference_mode():
-                last = self.model.base_model(input_ids=generated[:, -1:], attention_mask=mask, position_ids=position,
-                                             past_key_values=out.past_key_values, use_cache=True)
+                last = base(input_ids=generated[:, -1:], attention_mask=mask, position_ids=position, use_cache=True,
+                            **{cache_argument(base.forward): model_output_cache(out)})
             fed.append(last.last_hidden_state[:, -1])
         decoding = torch.stack(fed, dim=1).float().cpu()  # batch x G x hidden
-        prefill = self.steps[0].float().cpu()
+        prefill = self.steps[0].float().cpu()  # the prompt columns after the cached prefix, if any
+        n_prefix = 0 if self.prefix_states is None else self.prefix_states.size(0)
+        prefix_sum = 0.0 if self.prefix_states is None else self.prefix_states.float().cpu().sum(0)
         lengths = prompt_mask.sum(dim=1).tolist()
         pooled = np.empty((len(kept_lengths), 2, prefill.size(-1)), dtype=np.float32)
         for row, (n_prompt, n_kept) in enumerate(zip(lengths, kept_lengths)):
-            pooled[row, 0] = prefill[row, width - n_prompt:].mean(0).numpy()
+            rest = prefill[row, prefill.size(1) - (n_prompt - n_prefix):]
+            pooled[row, 0] = ((prefix_sum + rest.sum(0)) / n_prompt).numpy()
             pooled[row, 1] = decoding[row, :n_kept].mean(0).numpy()
         return pooled
