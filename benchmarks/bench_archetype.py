@@ -5,7 +5,8 @@
 
 All take the first N items of the dataset (same prompts, same model, same generation settings) and
 run in separate processes: the plain loop, our pipeline with the states kept while generating (`ours`,
-the default) and with a second teacher-forced pass (`ours-tf`, `states_from: teacher_forced`), and with
+the default, with the cached prompt beginning) and as it was before both (`ours-tf`: whole prompts,
+`states_from: teacher_forced`, a second forward pass), and with
 `--prefill` the prompt's view alone (`archetype_views: prefill`, no generation); each reports items/s, generated tokens/s and peak RSS. The plain loop
 pools the hidden states that `generate` returns and keeps them in memory, as a first implementation
 would. `--sizes=32,128` runs our pipeline at two catalogue sizes to show that its memory stays flat.
@@ -77,8 +78,8 @@ def ours(settings):
 
 
 def child(kind, settings):
-    if kind == "ours-tf":  # the earlier path: a second, teacher-forced pass for the states
-        settings = {**settings, "states_from": "teacher_forced"}
+    if kind == "ours-tf":  # the earlier path: whole prompts, then a second, teacher-forced pass for the states
+        settings = {**settings, "states_from": "teacher_forced", "prefix_cache": False}
     if kind == "prefill":  # the prompt's view alone: no generation
         settings = {**settings, "archetype_views": "prefill"}
     items, tokens, seconds = (plain_loop if kind == "plain" else ours)(settings)
