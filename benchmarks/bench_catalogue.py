@@ -2,7 +2,8 @@
 
     python benchmarks/bench_catalogue.py --folder=/tmp/catalogue                      # 52k users, 57k items
     python benchmarks/bench_catalogue.py --folder=/tmp/catalogue --max_steps=40       # time the first 40 steps
-    python benchmarks/bench_catalogue.py --folder=/tmp/million --items=1000000 --users=20000 --stages=eval
+    python benchmarks/bench_catalogue.py --folder=/tmp/million --items=1000000 --users=10000 --once --dim=32 \
+        --stages=eval --eval_batch_size=64
 
 A generated dataset with Beauty's shape: `--users` users with 5 + geometric(mean 3) interactions each,
 items drawn by a power law (Zipf exponent 1.05 over `--items` item ids; the catalogue is the ids drawn at
@@ -34,17 +35,24 @@ SETTINGS = {
 }
 
 
-def generate(folder, users, items, dim, seed=2020):
-    """Write catalogue.inter / .item / .itememb under `folder`; returns the number of interactions."""
+def generate(folder, users, items, dim, once=False, seed=2020):
+    """Write catalogue.inter / .item / .itememb under `folder`; returns the number of interactions.
+
+    `once`: every item id exactly once, shuffled, in `users` histories of equal length (a catalogue of
+    exactly `items` items at the least cost, for the evaluation stage at 1M items)."""
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / f"{NAME}.itememb").exists():
         return sum(1 for _ in open(folder / f"{NAME}.inter")) - 1
     rng = np.random.default_rng(seed)
-    weights = 1.0 / np.arange(1, items + 1) ** 1.05
-    weights /= weights.sum()
-    lengths = 5 + rng.geometric(1 / 3, size=users) - 1
+    if once:
+        lengths = np.full(users, items // users)
+        drawn = rng.permutation(items)[: int(lengths.sum())] + 1
+    else:
+        weights = 1.0 / np.arange(1, items + 1) ** 1.05
+        weights /= weights.sum()
+        lengths = 5 + rng.geometric(1 / 3, size=users) - 1
+        drawn = rng.choice(items, size=int(lengths.sum()), p=weights) + 1
     n = int(lengths.sum())
-    drawn = rng.choice(items, size=n, p=weights) + 1
     user = np.repeat(np.arange(1, users + 1), lengths)
     stamp = np.arange(n) + 1_000_000  # increasing within every user
     with open(folder / f"{NAME}.inter", "w") as f:
@@ -67,7 +75,7 @@ def peak_gb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def measure(stage, model, mode, alpha, folder, max_steps):
+def measure(stage, model, mode, alpha, folder, max_steps, eval_batch_size=256, all_positions_batch=128):
     """Inside the child: build what `stage` needs, time it; one JSON line."""
     import torch
 
@@ -79,7 +87,8 @@ def measure(stage, model, mode, alpha, folder, max_steps):
 
     torch.set_num_threads(1)
     settings = {**SETTINGS, "data_path": str(folder), "train_mode": mode, "alpha": alpha,
-                "llm_view_widths": None}
+                "llm_view_widths": None, "eval_batch_size": eval_batch_size,
+                "train_batch_size": {"prefix": 2048, "all_positions": all_positions_batch}}
     if not model.endswith("GenAIR"):
         settings.pop("alpha")
     start = time.perf_counter()
@@ -144,21 +153,28 @@ def main():
     parser.add_argument("--stages", default="load,cooccurrence,epoch,eval")
     parser.add_argument("--max_steps", type=int, default=0, help="time only the first N training steps (0: all)")
     parser.add_argument("--output", default=None, help="JSON lines file for the measurements")
+    parser.add_argument("--once", action="store_true", help="every item exactly once (see generate)")
+    parser.add_argument("--all_positions_batch", type=int, default=128, help="sequences per all-positions batch")
+    parser.add_argument("--modes", default="prefix,all_positions", help="train modes of the epoch stage")
+    parser.add_argument("--eval_batch_size", type=int, default=256, help="users per full-ranking batch")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     folder = Path(args.folder)
     if args.child:
         stage, model, mode, alpha = args.child
-        measure(stage, model, mode, float(alpha), folder, args.max_steps)
+        measure(stage, model, mode, float(alpha), folder, args.max_steps, args.eval_batch_size, args.all_positions_batch)
         return
     start = time.perf_counter()
-    n = generate(folder / NAME, args.users, args.items, args.dim)
+    n = generate(folder / NAME, args.users, args.items, args.dim, once=args.once)
     print(f"dataset: {args.users} users, {args.items} items, {n} interactions, {args.dim}-dim vectors "
           f"({time.perf_counter() - start:.0f} s to generate or find)", flush=True)
     rows = []
     for stage in args.stages.split(","):
         for model, mode, alpha in PLAN[stage]:
+            if stage == "epoch" and mode not in args.modes.split(","):
+                continue
             cmd = [sys.executable, __file__, f"--folder={folder}", f"--max_steps={args.max_steps}",
+                   f"--eval_batch_size={args.eval_batch_size}", f"--all_positions_batch={args.all_positions_batch}",
                    "--child", stage, model, mode, str(alpha)]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode:
