@@ -107,6 +107,7 @@ def measure(stage, model, mode, alpha, folder, max_steps, eval_batch_size=256, a
         model_ = build_model(config, train_data)
         trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model_)
         trainer.collect_training_statistics(train_data)
+        out["peak_before_gb"] = peak_gb()  # loading's high-water mark: the stage raised the peak only if above it
         if stage == "epoch":
             steps = len(train_data)
             if max_steps and max_steps < steps:
@@ -183,8 +184,9 @@ def main():
             row = json.loads(done.stdout.strip().splitlines()[-1])
             rows.append(row)
             est = " (est.)" if row.get("estimated") else ""
+            before = f" (before the stage {row['peak_before_gb']:.2f})" if "peak_before_gb" in row else ""
             print(f"{stage:12s} {model:13s} {mode:13s} alpha={alpha:<7g} {row['seconds']:9.1f} s{est}  "
-                  f"peak {row['peak_gb']:.2f} GB", flush=True)
+                  f"peak {row['peak_gb']:.2f} GB{before}", flush=True)
             if args.output:
                 with open(args.output, "a") as f:
                     f.write(json.dumps(row) + "\n")
