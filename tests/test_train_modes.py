@@ -12,7 +12,7 @@ from recbole.model.sequential_recommender import SASRec
 from conftest import assert_one_epoch_trains_and_reports_its_ndcg, copy_dataset, raw_training_sequences, tiny_config
 from recbole_genair.config import Config
 from recbole_genair.data import create_dataset
-from recbole_genair.data.train_modes import TrainDataError
+from recbole_genair.data.train_modes import TrainDataError, window_samples
 from recbole_genair.model.all_positions import TrainModeError, next_item_loss, sequence_outputs, train_objective
 from recbole_genair.quick_start import build_model, prepare_data, run_recbole_genair
 from recbole_genair.trainer import LLMRecTrainer
@@ -120,6 +120,17 @@ def test_overlapping_windows_are_refused_for_cloze_and_out_of_range(tmp_path):
         prepared(tmp_path, "BERT4Rec", MAX_ITEM_LIST_LENGTH=4, all_positions_stride=2, **ALL)
     with pytest.raises(TrainDataError, match=r"all_positions_stride: 5 must be an integer from 1 to MAX_ITEM_LIST_LENGTH \(4\)"):
         prepared(tmp_path, MAX_ITEM_LIST_LENGTH=4, all_positions_stride=5, **ALL)
+
+
+def test_a_dataset_default_stride_leaves_cloze_windows_whole():
+    """props/dataset/ml-100k.yaml sets all_positions_stride for the next-item models; BERT4Rec on ml-100k in
+    all_positions mode trains on whole windows instead of refusing (only a stride the user gives is refused)."""
+    config = Config("BERT4Rec", "ml-100k", config_dict={"train_mode": "all_positions", "show_progress": False,
+                                                        "state": "ERROR"})
+    assert config["all_positions_stride"] == 25 and "all_positions_stride" not in config.external_config_dict
+    train_data = prepare_data(config, create_dataset(config))[0]
+    whole, _ = window_samples(train_data._dataset, None)
+    assert np.array_equal(train_data.windows, whole)
 
 
 @pytest.mark.parametrize("model_name", ["SASRec", "GRU4Rec", "SASRecGenAIR", "GRU4RecFAERec"])

@@ -168,8 +168,13 @@ def all_position_loader(config, train_data, objective):
     train_dataset = train_data._dataset
     stride = config["all_positions_stride"]
     if stride is not None and objective == CLOZE and stride != train_dataset.max_item_list_len:
-        raise TrainDataError(f"all_positions_stride: {stride} overlaps next-item windows (SASRec, GRU4Rec and the "
-                             f"models on them); {config['model']}'s cloze masks whole windows: leave it at ~.")
+        if "all_positions_stride" in getattr(config, "external_config_dict", {}):
+            raise TrainDataError(f"all_positions_stride: {stride} overlaps next-item windows (SASRec, GRU4Rec and the "
+                                 f"models on them); {config['model']}'s cloze masks whole windows: leave it at ~.")
+        # a dataset's default for the next-item models (props/dataset/ml-100k.yaml): cloze windows stay whole
+        getLogger().info(f"all_positions_stride: {stride} (dataset default) is for next-item models; "
+                         f"{config['model']}'s cloze trains on whole windows")
+        stride = None
     windows, trained = window_samples(train_dataset, stride)
     loader = AllPositionTrainDataLoader(config, train_dataset, train_data._sampler, windows, trained, objective,
                                         shuffle=config["shuffle"])
