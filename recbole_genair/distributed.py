@@ -43,16 +43,24 @@ def init_cpu_process_group(final):
         final["verbose"] = False
 
 
+def _collective_device():
+    """Where collectives need their tensors: the rank's GPU under NCCL, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def _gather_rows(tensor):
-    """Every rank's `tensor` (same trailing shape, any number of rows), as a list in rank order."""
-    sizes = [torch.zeros(1, dtype=torch.long) for _ in range(dist.get_world_size())]
-    dist.all_gather(sizes, torch.tensor([tensor.size(0)]))
+    """Every rank's `tensor` (same trailing shape, any number of rows), as a list in rank order, on the CPU."""
+    device = _collective_device()
+    sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, torch.tensor([tensor.size(0)], device=device))
     longest = int(max(s.item() for s in sizes))
-    padded = torch.zeros((longest, *tensor.shape[1:]), dtype=tensor.dtype)
-    padded[: tensor.size(0)] = tensor
+    padded = torch.zeros((longest, *tensor.shape[1:]), dtype=tensor.dtype, device=device)
+    padded[: tensor.size(0)] = tensor.to(device)
     gathered = [torch.zeros_like(padded) for _ in sizes]
     dist.all_gather(gathered, padded)
-    return [g[: int(s.item())] for g, s in zip(gathered, sizes)]
+    return [g[: int(s.item())].cpu() for g, s in zip(gathered, sizes)]
 
 
 def gather_eval_struct(struct, sample_size):

@@ -22,8 +22,8 @@ from time import time
 
 import torch
 from recbole.trainer import Trainer
-from torch.nn.parallel import DistributedDataParallel
 from recbole.utils import get_local_time, set_color
+from torch.nn.parallel import DistributedDataParallel
 
 from recbole_genair import __version__
 from recbole_genair.data.cooccurrence import cooccurrence_matrix
