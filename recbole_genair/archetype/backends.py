@@ -142,25 +142,18 @@ class TransformersGenerator:
                 result.pooled = pooled
         return results
 
-
     def _with_prefix_cache(self, prompt_ids, n_prefix):
         """(ids, mask, cache, prefix states `n_prefix x hidden`): rows = prefix + padding + the rest of each prompt."""
-        base = self.model.base_model
+        prefix = torch.tensor([prompt_ids[0][:n_prefix]], device=self.device)
         with torch.inference_mode():
-            out = base(input_ids=torch.tensor([prompt_ids[0][:n_prefix]], device=self.device), use_cache=True)
+            out = self.model.base_model(input_ids=prefix, use_cache=True)
         cache = model_output_cache(out)
         cache.batch_repeat_interleave(len(prompt_ids))
-        width = max(len(p) for p in prompt_ids)
-        ids = torch.full((len(prompt_ids), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        ids[:, :n_prefix] = torch.tensor(prompt_ids[0][:n_prefix])
-        mask[:, :n_prefix] = 1
-        for row, seq in enumerate(prompt_ids):
-            rest = seq[n_prefix:]
-            if rest:
-                ids[row, width - len(rest):] = torch.tensor(rest)
-                mask[row, width - len(rest):] = 1
-        return ids.to(self.device), mask.to(self.device), cache, out.last_hidden_state[0]
+        rest, rest_mask = left_padded([p[n_prefix:] for p in prompt_ids], self.tokenizer.pad_token_id, self.device)
+        prefix = prefix.expand(len(prompt_ids), -1)
+        ids = torch.cat([prefix, rest], dim=1)
+        mask = torch.cat([torch.ones_like(prefix), rest_mask], dim=1)
+        return ids, mask, cache, out.last_hidden_state[0]
 
 
 def common_prefix(sequences):

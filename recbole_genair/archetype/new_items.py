@@ -20,7 +20,7 @@ from recbole_genair.archetype.backends import (
     OpenAICompatibleGenerator, TransformersGenerator, load_llm, prompt_token_ids,
 )
 from recbole_genair.archetype.items import ItemTable, join_prompt, prompt_clauses, read_item_rows, resolve_field_map
-from recbole_genair.archetype.pipeline import archetype_records
+from recbole_genair.archetype.pipeline import archetype_records, archetype_views, states_while_generating
 from recbole_genair.archetype.pooling import pooled_views, prefill_views
 from recbole_genair.archetype.settings import SettingsError
 from recbole_genair.data.itememb import file_sha256
@@ -169,13 +169,12 @@ class ItemEmbedder:
         step = int(settings["batch_size"])
         for begin in range(0, len(order), step):
             batch = order[begin: begin + step]
-            if settings.get("archetype_views", "both") == "prefill":  # as the run: the prompt alone
+            if archetype_views(settings) == "prefill":  # as the run: the prompt alone
                 rows_ = prefill_views(model, [prompt_ids[i] for i in batch], tokenizer.pad_token_id, device)
                 for item, row in zip(batch, rows_):
                     pooled[item], texts[item] = row, ""
                 continue
-            # as the archetype run: states from the generation pass (settings stored before the key: the same)
-            pool = settings.get("states_from", "generation") == "generation" and isinstance(generator, TransformersGenerator)
+            pool = states_while_generating(settings, generator)  # as the archetype run
             records, fresh = archetype_records(generator, tokenizer, model, batch, prompts, prompt_ids, pool=pool)
             if len(fresh) < len(batch):
                 states = pooled_views(model, [prompt_ids[i] for i in batch], [r["archetype_ids"] for r in records],

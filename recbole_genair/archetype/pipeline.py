@@ -291,12 +291,17 @@ def prompt_record(item, prompt, prompt_ids):
             "prompt_tokens": len(prompt_ids)}
 
 
-def _write_texts(generator, tokenizer, model, todo, prompts, prompt_ids, folder, settings):
-    """Generate and log the archetypes of `todo`; (records, {item: pooled views} when generation recorded them)."""
-    mode = settings.get("states_from") or "generation"
+def states_while_generating(settings, generator):
+    """Whether `generator` keeps the states as it writes the texts (`states_from: generation` on a local model)."""
+    mode = settings.get("states_from") or "generation"  # settings stored before the key: generation
     if mode not in ("generation", "teacher_forced"):
         raise SettingsError(f"states_from must be 'generation' or 'teacher_forced', not {mode!r}")
-    pool = mode == "generation" and isinstance(generator, TransformersGenerator)
+    return mode == "generation" and isinstance(generator, TransformersGenerator)
+
+
+def _write_texts(generator, tokenizer, model, todo, prompts, prompt_ids, folder, settings):
+    """Generate and log the archetypes of `todo`; (records, {item: pooled views} when generation recorded them)."""
+    pool = states_while_generating(settings, generator)
     records, pooled = archetype_records(generator, tokenizer, model, todo, prompts, prompt_ids, pool=pool)
     folder.texts.append(records)
     return records, pooled

@@ -29,7 +29,9 @@ def distributed_settings(cmd_args):
     world = int(given.get("world_size", nproc))
     if nproc <= 1 and world <= 1:
         return None
-    if nproc < 1 or world < nproc:
+    if nproc < 1:
+        raise SystemExit(f"error: --nproc={nproc}: give at least 1 process for this host")
+    if world < nproc:
         raise SystemExit(f"error: --nproc={nproc} processes here cannot be more than --world_size={world} in all")
     offset = int(given.get("offset", 0))
     if world > nproc and "ip" not in given:
