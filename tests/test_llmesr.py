@@ -53,8 +53,9 @@ def test_neighbours_are_the_most_similar_users_by_their_training_items(tmp_path)
         assert set(model.neighbours[user].tolist()) == expected
 
 
-def test_distillation_pulls_each_user_to_the_mean_of_its_neighbours(tmp_path):
-    config, dataset, train_data = built(tmp_path, "SASRecLLMESR", llmesr_distill_weight=0.3)
+@pytest.mark.parametrize("teacher", ["step", "epoch"])
+def test_distillation_pulls_each_user_to_the_mean_of_its_neighbours(tmp_path, teacher):
+    config, dataset, train_data = built(tmp_path, "SASRecLLMESR", llmesr_distill_weight=0.3, llmesr_teacher=teacher)
     model = build_model(config, train_data).eval()
     batch = next(iter(train_data))
     with torch.no_grad():
@@ -74,3 +75,30 @@ def test_distillation_pulls_each_user_to_the_mean_of_its_neighbours(tmp_path):
     ids = [dataset.token2id(dataset.iid_field, str(i)) for i in items]
     length = int(model.user_lengths[neighbour])
     assert model.user_sequences[neighbour, :length].tolist() == ids[-config["MAX_ITEM_LIST_LENGTH"]:]
+
+
+def test_the_per_epoch_teacher_is_every_users_representation_without_dropout_refreshed_each_epoch(tmp_path):
+    """`llmesr_teacher: epoch`: computed before each epoch from the weights of that moment, then only looked up."""
+    config, dataset, train_data = built(tmp_path, "SASRecLLMESR", llmesr_teacher="epoch")
+    model = build_model(config, train_data).train()
+    model.set_epoch(0)
+    with torch.no_grad():
+        model.eval()
+        expected = model.forward(model.user_sequences, model.user_lengths.clamp(min=1))
+        model.train()
+    assert model.training
+    torch.testing.assert_close(model._teacher_cache, expected)
+    before = model._teacher_cache.clone()
+    with torch.no_grad():
+        model.item_embedding.id_embedding.mul_(2.0)
+    batch = next(iter(train_data))
+    model.auxiliary_losses(batch)
+    assert torch.equal(model._teacher_cache, before)  # within the epoch the teacher stays
+    model.set_epoch(1)
+    assert not torch.allclose(model._teacher_cache, before)  # the next epoch's teacher has the new weights
+
+
+def test_an_unknown_teacher_setting_is_refused_with_the_choices(tmp_path):
+    config, dataset, train_data = built(tmp_path, "SASRecLLMESR", llmesr_teacher="batch")
+    with pytest.raises(ValueError, match="llmesr_teacher: 'batch'.*'step'.*'epoch'"):
+        build_model(config, train_data)
