@@ -6,6 +6,9 @@
 - Train-mode hook: with `train_mode: all_positions`, SASRec / GRU4Rec backbones take their ranking loss at
   every position of the all-position batches (`recbole_genair.model.all_positions`), plus the model's
   `auxiliary_losses`; BERT4Rec backbones keep their own loss on the whole windows.
+- Padding hook: batches of models that read right-padded histories causally (SASRec, GRU4Rec and the models
+  on them) are cut to their longest history in training and evaluation (`recbole_genair.data.padding`;
+  exact, and most of the work at the paper's max length 200).
 - Checkpoints get names no other run can share, and RecBole's can be read back on torch >= 2.6. They
   also hold the raw item ids in row order and the package version, so that a checkpoint never loads
   onto another dataset's items (`recbole_genair.quick_start.load_data_and_model`).
@@ -27,11 +30,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from recbole_genair import __version__
 from recbole_genair.data.cooccurrence import cooccurrence_matrix
+from recbole_genair.data.padding import trim_trailing_padding
 from recbole_genair.data.popularity import item_popularity
 from recbole_genair.data.train_modes import NEXT_ITEM
 from recbole_genair.distributed import broadcast_value, gather_eval_struct
 from recbole_genair.evaluation.group_metrics import TARGET_ITEMS, TRAIN_POPULARITY, collect_target_items
-from recbole_genair.model.all_positions import all_position_losses, train_objective
+from recbole_genair.model.all_positions import TrainModeError, all_position_losses, train_objective
 from recbole_genair.model.layers import LLMItemEmbedding
 from recbole_genair.model.losses import BehaviouralCalibrationLoss
 from recbole_genair.runtime import trusted_checkpoint_load
@@ -45,6 +49,15 @@ def unique_checkpoint_name(config):
     """
     host = "".join(c for c in socket.gethostname().split(".")[0] if c.isalnum() or c == "-")[:24] or "host"
     return f"{config['model']}-seed{config['seed']}-{get_local_time()}-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}.pth"
+
+
+def reads_histories_causally(model_class):
+    """Whether `model_class` gives the same output at a history's real positions whatever padding follows:
+    SASRec, GRU4Rec and the models on them that run the backbone's own forward (the all-position models)."""
+    try:
+        return train_objective(model_class, "all_positions") == NEXT_ITEM
+    except TrainModeError:
+        return False
 
 
 class CheckpointLoadMixin:
@@ -87,6 +100,7 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
             raise ValueError(f"alpha_normalization must be 'none' or 'ranking_terms', not {self.alpha_normalization!r}")
         self.calibration = None
         self.every_position = train_objective(type(model), config["train_mode"]) == NEXT_ITEM
+        self.trims_padding = reads_histories_causally(type(model)) and config["trim_padding"] is not False
         self.epoch_seconds, self.valid_scores = [], []
         self.calibration_gradient_ratios, self._measure_gradients = [], False
         if not config["single_spec"]:
@@ -176,12 +190,23 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
             gather_eval_struct(struct, self._eval_sample_size)
         return struct
 
+    def _on_trimmed(self, function):
+        field = self.model.ITEM_SEQ
+        return lambda interaction: function(trim_trailing_padding(interaction, field))
+
+    def _trimmed_batch(self, batched_data):
+        if not self.trims_padding:
+            return batched_data
+        return (trim_trailing_padding(batched_data[0], self.model.ITEM_SEQ), *batched_data[1:])
+
     def _full_sort_batch_eval(self, batched_data):
+        batched_data = self._trimmed_batch(batched_data)
         interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
         collect_target_items(self.eval_collector, scores, positive_u, positive_i)
         return interaction, scores, positive_u, positive_i
 
     def _neg_sample_batch_eval(self, batched_data):
+        batched_data = self._trimmed_batch(batched_data)
         interaction, scores, positive_u, positive_i = super()._neg_sample_batch_eval(batched_data)
         collect_target_items(self.eval_collector, scores, positive_u, positive_i)
         return interaction, scores, positive_u, positive_i
@@ -211,6 +236,8 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
             self.model.set_epoch(epoch_idx)
         if loss_func is None:
             loss_func = self._loss_with_calibration if self.calibration is not None else self._model_losses
+        if self.trims_padding:
+            loss_func = self._on_trimmed(loss_func)
         start = time()
         # measured with autograd.grad, outside the gradient all-reduce of a distributed run: one process only
         self._measure_gradients = self.calibration is not None and self.config["single_spec"]
