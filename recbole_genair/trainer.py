@@ -6,9 +6,12 @@
 - Train-mode hook: with `train_mode: all_positions`, SASRec / GRU4Rec backbones take their ranking loss at
   every position of the all-position batches (`recbole_genair.model.all_positions`), plus the model's
   `auxiliary_losses`; BERT4Rec backbones keep their own loss on the whole windows.
-- Padding hook: batches of models that read right-padded histories causally (SASRec, GRU4Rec and the models
-  on them) are cut to their longest history in training and evaluation (`recbole_genair.data.padding`;
-  exact, and most of the work at the paper's max length 200).
+- Padding hook: batches of SASRec, GRU4Rec, BERT4Rec and the models on them (their outputs at real positions
+  never depend on trailing padding) are cut to their longest history in training and evaluation
+  (`recbole_genair.data.padding`; exact, and most of the work at the paper's max length 200).
+- Sampled-evaluation hook: RecBole scores each (user, sampled candidate) row of `uni100` with `predict`, one
+  sequence pass per row (101 per user); a sequential model's scores are read from one `full_sort_predict` per
+  user instead (`sampled_eval_from_full_ranking`), the same scores at a hundredth of the work.
 - Checkpoints get names no other run can share, and RecBole's can be read back on torch >= 2.6. They
   also hold the raw item ids in row order and the package version, so that a checkpoint never loads
   onto another dataset's items (`recbole_genair.quick_start.load_data_and_model`).
@@ -24,8 +27,9 @@ import uuid
 from time import time
 
 import torch
+from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.trainer import Trainer
-from recbole.utils import get_local_time, set_color
+from recbole.utils import EvaluatorType, get_local_time, set_color
 from torch.nn.parallel import DistributedDataParallel
 
 from recbole_genair import __version__
@@ -51,13 +55,15 @@ def unique_checkpoint_name(config):
     return f"{config['model']}-seed{config['seed']}-{get_local_time()}-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}.pth"
 
 
-def reads_histories_causally(model_class):
-    """Whether `model_class` gives the same output at a history's real positions whatever padding follows:
-    SASRec, GRU4Rec and the models on them that run the backbone's own forward (the all-position models)."""
+def padding_spare(model_class):
+    """Padding columns a batch of `model_class` must keep after its longest history, None: never cut. The
+    all-position models (SASRec, GRU4Rec, BERT4Rec and the models on them that run the backbone's own forward)
+    give the same outputs at real positions whatever padding follows; BERT4Rec's prediction needs one column."""
     try:
-        return train_objective(model_class, "all_positions") == NEXT_ITEM
+        objective = train_objective(model_class, "all_positions")
     except TrainModeError:
-        return False
+        return None
+    return 0 if objective == NEXT_ITEM else 1
 
 
 class CheckpointLoadMixin:
@@ -100,7 +106,11 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
             raise ValueError(f"alpha_normalization must be 'none' or 'ranking_terms', not {self.alpha_normalization!r}")
         self.calibration = None
         self.every_position = train_objective(type(model), config["train_mode"]) == NEXT_ITEM
-        self.trims_padding = reads_histories_causally(type(model)) and config["trim_padding"] is not False
+        self.padding_spare = padding_spare(type(model)) if config["trim_padding"] is not False else None
+        self.trims_padding = self.padding_spare is not None
+        self.sampled_from_full_ranking = (isinstance(model, SequentialRecommender)
+                                          and config["sampled_eval_from_full_ranking"] is not False
+                                          and config["eval_type"] == EvaluatorType.RANKING)
         self.epoch_seconds, self.valid_scores = [], []
         self.calibration_gradient_ratios, self._measure_gradients = [], False
         if not config["single_spec"]:
@@ -191,13 +201,13 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
         return struct
 
     def _on_trimmed(self, function):
-        field = self.model.ITEM_SEQ
-        return lambda interaction: function(trim_trailing_padding(interaction, field))
+        field, spare = self.model.ITEM_SEQ, self.padding_spare
+        return lambda interaction: function(trim_trailing_padding(interaction, field, spare))
 
     def _trimmed_batch(self, batched_data):
         if not self.trims_padding:
             return batched_data
-        return (trim_trailing_padding(batched_data[0], self.model.ITEM_SEQ), *batched_data[1:])
+        return (trim_trailing_padding(batched_data[0], self.model.ITEM_SEQ, self.padding_spare), *batched_data[1:])
 
     def _full_sort_batch_eval(self, batched_data):
         batched_data = self._trimmed_batch(batched_data)
@@ -207,8 +217,24 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
 
     def _neg_sample_batch_eval(self, batched_data):
         batched_data = self._trimmed_batch(batched_data)
-        interaction, scores, positive_u, positive_i = super()._neg_sample_batch_eval(batched_data)
+        if self.sampled_from_full_ranking:
+            interaction, scores, positive_u, positive_i = self._sampled_scores_from_full_ranking(batched_data)
+        else:
+            interaction, scores, positive_u, positive_i = super()._neg_sample_batch_eval(batched_data)
         collect_target_items(self.eval_collector, scores, positive_u, positive_i)
+        return interaction, scores, positive_u, positive_i
+
+    def _sampled_scores_from_full_ranking(self, batched_data):
+        """RecBole's sampled-evaluation scores (-inf off the candidates), from one full ranking per user."""
+        interaction, row_idx, positive_u, positive_i = batched_data
+        n_users = int(positive_u[-1]) + 1
+        rows = torch.as_tensor(row_idx, dtype=torch.long)
+        first = torch.full((n_users,), len(rows), dtype=torch.long).scatter_reduce_(
+            0, rows, torch.arange(len(rows)), reduce="amin")  # every row of a user holds the same history
+        full = self.model.full_sort_predict(interaction[first].to(self.device)).view(n_users, -1)
+        rows, items = rows.to(full.device), interaction[self.config["ITEM_ID_FIELD"]].to(full.device)
+        scores = torch.full((n_users, self.tot_item_num), -float("inf"), device=full.device)
+        scores[rows, items] = full[rows, items]
         return interaction, scores, positive_u, positive_i
 
     def _build_calibration(self, train_data):

@@ -47,6 +47,25 @@ def test_a_trimmed_batch_gives_the_same_losses_and_scores(tmp_path, model_name, 
                                    rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("train_mode", ["prefix", "all_positions"])
+@pytest.mark.parametrize("model_name", ["BERT4Rec", "BERT4RecGenAIR", "BERT4RecFAERec"])
+def test_bert4rec_batches_keep_one_spare_column_and_give_the_same_losses_and_scores(tmp_path, model_name, train_mode):
+    """BERT4Rec masks padding keys, and at prediction writes its mask token after the history (one spare column)."""
+    config, train_data, _, test_data = loaders(tmp_path, model_name, train_mode=train_mode)
+    model = build_model(config, train_data).eval()
+    batch = next(iter(train_data))
+    trimmed = trim_trailing_padding(batch, model.ITEM_SEQ, spare=1)
+    assert trimmed[model.MASK_ITEM_SEQ].size(1) == trimmed[model.ITEM_SEQ].size(1) <= 11
+    with torch.no_grad():
+        full, cut = model.calculate_loss(batch), model.calculate_loss(trimmed)
+        for a, b in zip(full if isinstance(full, tuple) else (full,), cut if isinstance(cut, tuple) else (cut,)):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        interaction = next(iter(test_data))[0]
+        torch.testing.assert_close(model.full_sort_predict(interaction),
+                                   model.full_sort_predict(trim_trailing_padding(interaction, model.ITEM_SEQ, 1)),
+                                   rtol=1e-5, atol=1e-5)
+
+
 def test_a_batch_without_padding_to_cut_is_returned_as_it_is(tmp_path):
     config = Config("SASRec", config_dict=tiny_config(tmp_path, MAX_ITEM_LIST_LENGTH=3))
     train_data = prepare_data(config, create_dataset(config))[0]
@@ -54,8 +73,8 @@ def test_a_batch_without_padding_to_cut_is_returned_as_it_is(tmp_path):
     assert trim_trailing_padding(batch, "item_id_list") is batch
 
 
-@pytest.mark.parametrize("model_name, trims", [("SASRec", True), ("GRU4RecGenAIR", True), ("BERT4Rec", False),
-                                               ("BERT4RecGenAIR", False), ("NARMGenAIR", False), ("Caser", False)])
+@pytest.mark.parametrize("model_name, trims", [("SASRec", True), ("GRU4RecGenAIR", True), ("BERT4Rec", True),
+                                               ("BERT4RecGenAIR", True), ("NARMGenAIR", False), ("Caser", False)])
 def test_only_models_that_read_histories_causally_are_cut(tmp_path, model_name, trims):
     config, train_data, _, _ = loaders(tmp_path, model_name, MAX_ITEM_LIST_LENGTH=5 if model_name == "Caser" else WIDE)
     assert LLMRecTrainer(config, build_model(config, train_data)).trims_padding is trims
@@ -70,3 +89,21 @@ def test_evaluation_is_the_same_with_and_without_cutting(tmp_path):
         trainer.collect_training_statistics(train_data)
         results.append(trainer.evaluate(valid_data, load_best_model=False))
     assert results[0] == pytest.approx(results[1], abs=1e-4)
+
+
+@pytest.mark.parametrize("model_name", ["SASRec", "BERT4Rec", "GRU4RecGenAIR", "SASRecLLMESR", "Caser", "NARMGenAIR"])
+def test_sampled_evaluation_from_one_full_ranking_per_user_equals_recboles(tmp_path, model_name):
+    """uni100: the candidates' scores from `full_sort_predict` give RecBole's metrics from `predict` per row."""
+    sampled = {"valid": "uni100", "test": "uni100"}
+    eval_args = {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": sampled}
+    results = []
+    for fast in (True, False):
+        config, train_data, valid_data, _ = loaders(
+            tmp_path, model_name, eval_args=eval_args, sampled_eval_from_full_ranking=fast,
+            **({"MAX_ITEM_LIST_LENGTH": 5} if model_name == "Caser" else {}))
+        trainer = LLMRecTrainer(config, build_model(config, train_data))
+        assert trainer.sampled_from_full_ranking is fast
+        trainer.collect_training_statistics(train_data)
+        results.append(trainer.evaluate(valid_data, load_best_model=False))
+    assert results[0] == pytest.approx(results[1], abs=1e-4)
+    assert results[0]["ndcg@10"] > 0
