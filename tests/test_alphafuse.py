@@ -100,3 +100,10 @@ def test_the_tiny_itememb_without_a_work_folder_needs_the_fallback(tmp_path):
     config, _, train_data = built(tmp_path, "SASRecAlphaFuse", alphafuse_null_dim=6)
     with pytest.raises(ItemEmbeddingError, match="alphafuse_source: itememb"):
         build_model(config, train_data)
+
+
+def test_the_null_space_is_half_the_width_by_default(tmp_path):
+    """`alphafuse_null_dim: ~` (the default): half the item width, as the authors' 64 of 128; ml-100k runs at width 64."""
+    config, _, train_data = built(tmp_path, "SASRecAlphaFuse", alphafuse_source="itememb")
+    assert config["alphafuse_null_dim"] is None and config["hidden_size"] == 16
+    assert build_model(config, train_data).item_embedding.null_dim == 8

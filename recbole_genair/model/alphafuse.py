@@ -76,7 +76,7 @@ class AlphaFuse(LLMItemEmbeddingMixin):
 
     def __init__(self, config, dataset):
         source = config["alphafuse_source"] or "raw"
-        null_dim, temperature = int(config["alphafuse_null_dim"]), float(config["alphafuse_temperature"])
+        null_dim, temperature = config["alphafuse_null_dim"], float(config["alphafuse_temperature"])
         id_init = config["alphafuse_id_init"] or "normal"
         if source not in ("raw", "itememb"):
             raise ValueError(f"alphafuse_source must be 'raw' or 'itememb', not {source!r}")
@@ -86,8 +86,10 @@ class AlphaFuse(LLMItemEmbeddingMixin):
             raise ValueError(f"alphafuse_temperature must be positive, not {temperature}")
         super().__init__(config, dataset)
         width, n_extra_tokens = self._backbone_item_layout()
+        null_dim = width // 2 if null_dim is None else int(null_dim)  # ~: half the width (authors: 64 of 128)
         if not 0 < null_dim < width:
-            raise ValueError(f"alphafuse_null_dim must be between 1 and {width - 1} (the item width), not {null_dim}")
+            raise ValueError(f"alphafuse_null_dim must be between 1 and {width - 1} (the item width), not {null_dim}; "
+                             f"~ takes half the width")
         llm_table = self._llm_item_table(config, dataset)  # kept in checkpoints, as every LLM model does
         if source == "raw":
             vectors = torch.from_numpy(load_raw_item_vectors(dataset, config, config["llm_views"] or "both"))
