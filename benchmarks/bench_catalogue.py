@@ -6,10 +6,10 @@
         --stages=eval --eval_batch_size=64
 
 A generated dataset with Beauty's shape: `--users` users with 5 + geometric(mean 3) interactions each,
-items drawn by a power law (Zipf exponent 1.05 over `--items` item ids; the catalogue is the ids drawn at
-least once), a template title per item, and random `.itememb` vectors (`--dim` columns). Each measurement runs in its own process, so
-its peak RSS is its own: dataset loading (RecBole's `create_dataset` + split), co-occurrence counts
-(training split), one training epoch for SASRec and SASRecGenAIR (prefix and all-position modes,
+items drawn by a power law (Zipf exponent 1.05 over `--items` item ids, then random slots rewritten so that
+every id occurs at least once: the catalogue has exactly `--items` items), a template title per item, and
+random `.itememb` vectors (`--dim` columns). Each measurement runs in its own process, so its peak RSS is its
+own: dataset loading (RecBole's `create_dataset` + split), co-occurrence counts (training split), one training epoch for SASRec and SASRecGenAIR (prefix and all-position modes,
 GenAIR with and without calibration), and one full-ranking evaluation of the validation users (in
 batches of `eval_batch_size` users, so memory grows with that batch and the catalogue, not with the
 number of users). `--max_steps` times the first N steps and gives the epoch time they imply (marked
@@ -52,6 +52,8 @@ def generate(folder, users, items, dim, once=False, seed=2020):
         weights /= weights.sum()
         lengths = 5 + rng.geometric(1 / 3, size=users) - 1
         drawn = rng.choice(items, size=int(lengths.sum()), p=weights) + 1
+        # every item at least once (a catalogue of exactly `items` items): random slots take each id once
+        drawn[rng.permutation(len(drawn))[:items]] = rng.permutation(items) + 1
     n = int(lengths.sum())
     user = np.repeat(np.arange(1, users + 1), lengths)
     stamp = np.arange(n) + 1_000_000  # increasing within every user
