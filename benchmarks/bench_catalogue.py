@@ -9,7 +9,8 @@ A generated dataset with Beauty's shape: `--users` users with 5 + geometric(mean
 items drawn by a power law (Zipf exponent 1.05 over `--items` item ids, then random slots rewritten so that
 every id occurs at least once: the catalogue has exactly `--items` items), a template title per item, and
 random `.itememb` vectors (`--dim` columns). Each measurement runs in its own process, so its peak RSS is its
-own: dataset loading (RecBole's `create_dataset` + split), co-occurrence counts (training split), one training epoch for SASRec and SASRecGenAIR (prefix and all-position modes,
+own: dataset loading (RecBole's `create_dataset` + split), co-occurrence counts (training split),
+one training epoch for SASRec and SASRecGenAIR (prefix and all-position modes,
 GenAIR with and without calibration), and one full-ranking evaluation of the validation users (in
 batches of `eval_batch_size` users, so memory grows with that batch and the catalogue, not with the
 number of users). `--max_steps` times the first N steps and gives the epoch time they imply (marked
