@@ -27,7 +27,7 @@ import uuid
 from time import time
 
 import torch
-from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.model.abstract_recommender import AbstractRecommender, SequentialRecommender
 from recbole.trainer import Trainer
 from recbole.utils import EvaluatorType, get_local_time, set_color
 from torch.nn.parallel import DistributedDataParallel
@@ -108,7 +108,8 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
         self.every_position = train_objective(type(model), config["train_mode"]) == NEXT_ITEM
         self.padding_spare = padding_spare(type(model)) if config["trim_padding"] is not False else None
         self.trims_padding = self.padding_spare is not None
-        self.sampled_from_full_ranking = (isinstance(model, SequentialRecommender)
+        self.sampled_from_full_ranking = (isinstance(model, SequentialRecommender)  # DIN, DIEN: no full ranking
+                                          and type(model).full_sort_predict is not AbstractRecommender.full_sort_predict
                                           and config["sampled_eval_from_full_ranking"] is not False
                                           and config["eval_type"] == EvaluatorType.RANKING)
         self.epoch_seconds, self.valid_scores = [], []

@@ -107,3 +107,9 @@ def test_sampled_evaluation_from_one_full_ranking_per_user_equals_recboles(tmp_p
         results.append(trainer.evaluate(valid_data, load_best_model=False))
     assert results[0] == pytest.approx(results[1], abs=1e-4)
     assert results[0]["ndcg@10"] > 0
+
+
+def test_models_without_a_full_ranking_keep_recboles_sampled_scoring(tmp_path):
+    """DIN scores candidates with `predict` only (its `full_sort_predict` is RecBole's NotImplementedError)."""
+    config, train_data, _, _ = loaders(tmp_path, "DIN", MAX_ITEM_LIST_LENGTH=10)
+    assert LLMRecTrainer(config, build_model(config, train_data)).sampled_from_full_ranking is False
