@@ -107,7 +107,6 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
         self.calibration = None
         self.every_position = train_objective(type(model), config["train_mode"]) == NEXT_ITEM
         self.padding_spare = padding_spare(type(model)) if config["trim_padding"] is not False else None
-        self.trims_padding = self.padding_spare is not None
         self.sampled_from_full_ranking = (isinstance(model, SequentialRecommender)  # DIN, DIEN: no full ranking
                                           and type(model).full_sort_predict is not AbstractRecommender.full_sort_predict
                                           and config["sampled_eval_from_full_ranking"] is not False
@@ -201,14 +200,18 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
             gather_eval_struct(struct, self._eval_sample_size)
         return struct
 
-    def _on_trimmed(self, function):
-        field, spare = self.model.ITEM_SEQ, self.padding_spare
-        return lambda interaction: function(trim_trailing_padding(interaction, field, spare))
+    @property
+    def trims_padding(self):
+        return self.padding_spare is not None
+
+    def _trimmed(self, interaction):
+        """`interaction` cut to its longest history (`trim_padding`), or as it is."""
+        if not self.trims_padding:
+            return interaction
+        return trim_trailing_padding(interaction, self.model.ITEM_SEQ, self.padding_spare)
 
     def _trimmed_batch(self, batched_data):
-        if not self.trims_padding:
-            return batched_data
-        return (trim_trailing_padding(batched_data[0], self.model.ITEM_SEQ, self.padding_spare), *batched_data[1:])
+        return (self._trimmed(batched_data[0]), *batched_data[1:])
 
     def _full_sort_batch_eval(self, batched_data):
         batched_data = self._trimmed_batch(batched_data)
@@ -264,7 +267,10 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
         if loss_func is None:
             loss_func = self._loss_with_calibration if self.calibration is not None else self._model_losses
         if self.trims_padding:
-            loss_func = self._on_trimmed(loss_func)
+            losses_of = loss_func
+
+            def loss_func(interaction):
+                return losses_of(self._trimmed(interaction))
         start = time()
         # measured with autograd.grad, outside the gradient all-reduce of a distributed run: one process only
         self._measure_gradients = self.calibration is not None and self.config["single_spec"]

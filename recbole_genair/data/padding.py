@@ -16,8 +16,8 @@ def trim_trailing_padding(interaction, seq_field, spare=0):
     cut to the longest history's length plus `spare` columns; the same object when nothing can be cut."""
     seq = interaction[seq_field]
     width = seq.size(1)
-    longest = int((seq != 0).any(dim=0).nonzero().max()) + 1 if bool((seq != 0).any()) else 1
-    longest += spare
+    used = (seq != 0).any(dim=0).nonzero()
+    longest = (int(used.max()) + 1 if len(used) else 1) + spare
     if longest >= width:
         return interaction
     return Interaction({

@@ -151,16 +151,19 @@ class LLMESR(LLMItemEmbeddingMixin):
         training = self.training
         self.eval()
         try:
-            return torch.cat([self.user_representation(self.user_sequences[start: start + chunk],
-                                                       self.user_lengths[start: start + chunk].clamp(min=1))
+            return torch.cat([self._from_training_sequences(slice(start, start + chunk))
                               for start in range(0, self.user_sequences.size(0), chunk)])
         finally:
             self.train(training)
 
+    def _from_training_sequences(self, users):
+        """The representations of `users` (ids or a slice) from their training sequences."""
+        return self.user_representation(self.user_sequences[users], self.user_lengths[users].clamp(min=1))
+
     def _teacher_representations(self, users):
         """Representations of `users` from their training sequences (no gradient); see `llmesr_teacher`."""
         if self.teacher_refresh == "step":
-            return self.user_representation(self.user_sequences[users], self.user_lengths[users].clamp(min=1))
+            return self._from_training_sequences(users)
         if self._teacher_cache is None:  # a step outside the trainer's epochs
             self._teacher_cache = self._all_user_representations()
         return self._teacher_cache[users]
