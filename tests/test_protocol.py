@@ -72,7 +72,7 @@ def test_the_authors_prompt_preset_writes_their_item_text(tmp_path):
     assert "prompt_join" not in signature(default)[1] and signature(settings)[1]["prompt_join"] == "\n"
 
 
-@pytest.mark.parametrize("model", ["SASRecGenAIR", "BERT4RecGenAIR", "GRU4Rec"])
+@pytest.mark.parametrize("model", ["SASRecGenAIR", "BERT4RecGenAIR", "GRU4Rec", "SASRecTFLLMER", "SASRecLLMInit"])
 def test_models_train_under_the_preset(tmp_path, model):
     result = run_recbole_genair(model, config_file_list=[str(PRESET)], config_dict=tiny(tmp_path), saved=False)
     assert 0.0 <= result["test_result"]["ndcg@10"] <= 1.0
