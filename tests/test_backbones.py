@@ -41,6 +41,25 @@ def test_unsupported_backbone_names_the_reason_and_the_supported_ones(name, expe
     assert expected in str(err.value) and "NARM" in str(err.value) and "SRGNN" in str(err.value)
 
 
+@pytest.mark.parametrize("backbone, expected", [
+    ("NextItNet", "backbone"), ("Caser", "backbone"), ("STAMP", "backbone"), ("LightSANs", "backbone"), ("NARM", "default"),
+])
+def test_per_backbone_defaults_start_the_projected_rows_at_the_chosen_scale(tmp_path, backbone, expected):
+    """props/model/<Backbone>GenAIR.yaml (chosen on validation) reaches the model; the command line overrides it."""
+    config = Config(f"{backbone}GenAIR", config_dict=tiny_config(tmp_path))
+    assert config["projector_init_scale"] == expected
+    train_data = prepare_data(config, create_dataset(config))[0]
+    stds = {}
+    for scale in ("default", "backbone"):
+        config = Config(f"{backbone}GenAIR", config_dict=tiny_config(tmp_path, projector_init_scale=scale))
+        assert config["projector_init_scale"] == scale
+        stds[scale] = float(build_model(config, train_data).item_embedding.weight[1:].detach().std())
+    backbone_std = float(build_model(Config(backbone, config_dict=tiny_config(tmp_path)), train_data)
+                          .item_embedding.weight[1:].detach().std())
+    assert stds["backbone"] == pytest.approx(backbone_std, rel=1e-3)
+    assert stds["default"] > 1.5 * stds["backbone"]  # PyTorch's initialisation: larger rows (amazon-office: NextItNet 33x, Caser 24x, NARM 14x)
+
+
 @pytest.mark.parametrize("backbone", list(SUPPORTED))
 def test_each_method_trains_on_the_backbone(tmp_path, backbone):
     """GenAIR: one epoch through our trainer with calibration on; the others: one step moves their item table."""
