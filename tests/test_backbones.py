@@ -45,7 +45,7 @@ def test_unsupported_backbone_names_the_reason_and_the_supported_ones(name, expe
     ("NextItNet", "backbone"), ("Caser", "backbone"), ("STAMP", "backbone"), ("LightSANs", "backbone"), ("NARM", "default"),
 ])
 def test_per_backbone_defaults_start_the_projected_rows_at_the_chosen_scale(tmp_path, backbone, expected):
-    """props/model/<Backbone>GenAIR.yaml (chosen on validation) reaches the model; the command line overrides it."""
+    """props/model/<Backbone>GenAIR.yaml (chosen on validation) reaches the model; a run's own setting overrides it."""
     config = Config(f"{backbone}GenAIR", config_dict=tiny_config(tmp_path))
     assert config["projector_init_scale"] == expected
     train_data = prepare_data(config, create_dataset(config))[0]
