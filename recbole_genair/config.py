@@ -143,7 +143,38 @@ class Config(RecBoleConfig):
                 joined = given  # data_path named the dataset folder itself
             self.final_config_dict["data_path"] = str(joined)
         self._check_valid_metric()
+        self._resolve_train_mode()
         self._resolve_batch_size()
+
+    def _resolve_train_mode(self):
+        """`train_mode: all_positions` from a family's YAML (props/model/SASRec.yaml, ...) falls back to prefix mode
+        for a model built on that family that has no all-position path (`describe_training` says so in the log);
+        asked for by the user (a YAML file, config_dict or the command line), it is refused by the run instead.
+        """
+        final = self.final_config_dict
+        final["train_mode_fallback"] = None
+        if final.get("train_mode") != "all_positions" or "train_mode" in self.external_config_dict:
+            return
+        from recbole_genair.model.all_positions import TrainModeError, train_objective
+
+        try:
+            train_objective(self.model_class, "all_positions")
+        except TrainModeError as err:
+            final["train_mode"], final["train_mode_fallback"] = "prefix", str(err)
+
+    def describe_training(self):
+        """One line for the log: the training mode and patience of this run, and whether they are the defaults."""
+        final = self.final_config_dict
+        mode = final.get("train_mode") or "prefix"
+        given = [k for k in ("train_mode", "stopping_step") if k in self.external_config_dict]
+        line = (f"training: train_mode {mode}, early stopping after {final.get('stopping_step')} validations without "
+                f"improvement on {final.get('valid_metric')} "
+                f"({'; '.join(f'{k} as given' for k in given) or 'the defaults'} for {self.model_class.__name__})")
+        if final.get("train_mode_fallback"):
+            line += f"; its family defaults to all_positions, but {final['train_mode_fallback'].split(';')[0]}"
+        elif mode == "prefix" and "train_mode" not in given:
+            line += "; all_positions is the default of SASRec, GRU4Rec and the models on them only"
+        return line
 
     def _resolve_batch_size(self):
         """`train_batch_size` may give one value per `train_mode` ({prefix: 2048, all_positions: 128}): a batch

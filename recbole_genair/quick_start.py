@@ -20,9 +20,11 @@ from recbole_genair.config import Config
 from recbole_genair.data import create_dataset
 from recbole_genair.data.itememb import itememb_path
 from recbole_genair.data.train_modes import all_position_loader
+from recbole_genair.evaluation.reference import backbone_of, run_settings
 from recbole_genair.model.all_positions import train_objective
 from recbole_genair.model.losses import BCEPairLoss
 from recbole_genair.runtime import apply_speed_fixes, trusted_checkpoint_load, use_fast_dropout
+from recbole_genair.threads import apply_threads
 from recbole_genair.utils import get_model, get_trainer
 
 
@@ -87,6 +89,7 @@ def run_recbole_genair(
     """
     apply_speed_fixes()
     config = Config(model, dataset, config_file_list, config_dict, cmd_args=cmd_args)
+    threads = apply_threads(config["threads"])  # before the data and the model: OpenMP's pool is sized once
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = getLogger()
@@ -94,6 +97,7 @@ def run_recbole_genair(
         logger.setLevel(logging.WARNING)
     logger.info(sys.argv)
     logger.info(config)
+    logger.info(set_color(config.describe_training(), "green") + f"; {threads} threads")
 
     train_objective(config.model_class, config["train_mode"])  # refuse an unsupported mode before loading data
     dataset = create_dataset(config)
@@ -130,6 +134,8 @@ def run_recbole_genair(
         "extra_test_results": extra_test_results,
         "analysis": inspect(config, model, train_data, test_data) if inspect else None,
         "training": trainer.training_summary() if hasattr(trainer, "training_summary") else None,
+        "settings": run_settings(config), "seed": config["seed"], "backbone": backbone_of(config.model_class),
+        "threads": threads,
     }
     if not config["single_spec"]:
         torch.distributed.destroy_process_group()

@@ -30,6 +30,7 @@ from recbole.utils import ModelType
 
 from recbole_genair import __version__
 from recbole_genair.quick_start import CheckpointError, load_data_and_model
+from recbole_genair.threads import apply_threads
 
 UNKNOWN_IDS = ("error", "skip")
 # Backbones whose score is the inner product of a history vector with `item_embedding` rows (+ BERT4Rec's bias).
@@ -81,13 +82,15 @@ class Recommender:
         self._snapshot = _Snapshot(model.eval(), item_ids, {item: row for row, item in enumerate(item_ids, 1)})
 
     @classmethod
-    def load(cls, checkpoint, data_path=None):
+    def load(cls, checkpoint, data_path=None, threads=None):
         """The model saved in `checkpoint` by our run function, on the dataset it was trained on.
 
         Needs the dataset's files (not the `.itememb`): where they were at training, or in `data_path`
         (the dataset folder or the folder holding it). Raises `CheckpointError` for a file that is not
         such a checkpoint, a dataset whose items changed, or a model that does not rank histories.
+        `threads`: PyTorch threads of this process (None: the cores shared among the package's processes).
         """
+        apply_threads(threads)
         config, model, dataset, *_ = load_data_and_model(checkpoint, data_path=data_path)
         if config["MODEL_TYPE"] != ModelType.SEQUENTIAL:
             raise CheckpointError(f"{checkpoint} holds {config['model']}, a {config['MODEL_TYPE'].name.lower()} model: "

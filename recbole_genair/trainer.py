@@ -183,6 +183,8 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
             raise RuntimeError("group metrics need the training split's item popularity: call "
                                "trainer.collect_training_statistics(train_data) before evaluate()")
         self._eval_sample_size = getattr(eval_data, "sample_size", None)
+        if load_best_model and not self.config["single_spec"]:
+            torch.distributed.barrier()  # rank 0 may still be writing the checkpoint every rank is about to read
         try:
             return super().evaluate(eval_data, load_best_model, model_file, show_progress)
         finally:

@@ -45,6 +45,7 @@ def tiny_config(tmp_path, **overrides):
         "show_progress": False,
         "state": "ERROR",
         "seed": 2020,
+        "threads": 1,  # tiny models: thread start-up costs more than it saves
     }
     config.update(overrides)
     return config

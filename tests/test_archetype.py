@@ -39,7 +39,7 @@ def dataset_without_vectors(tmp_path, name="arch"):
 
 def settings_for(folder, llm, **overrides):
     values = {"data_path": str(folder), "llm_model": llm, "prompt_fields": FIELDS, "max_new_tokens": 6,
-              "batch_size": 8, "embed_batch_size": 8, "pca_components": 6}
+              "batch_size": 8, "embed_batch_size": 8, "pca_components": 6, "threads": 1}
     values.update(overrides)
     return load_settings(folder.name, config_dict=values)
 

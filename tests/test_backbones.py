@@ -71,7 +71,8 @@ def test_each_method_trains_on_the_backbone(tmp_path, backbone):
     for method in METHODS:
         if method == "GenAIR":
             continue
-        config = Config(f"{backbone}{method}", config_dict=tiny_config(tmp_path, **settings))
+        # a prefix batch: calculate_loss is the prefix-mode loss (all positions go through the trainer)
+        config = Config(f"{backbone}{method}", config_dict=tiny_config(tmp_path, train_mode="prefix", **settings))
         train_data = prepare_data(config, create_dataset(config))[0]
         model = build_model(config, train_data)
         model.train()

@@ -61,7 +61,7 @@ def test_unknown_kernel_is_refused():
 
 
 def test_gradient_reaches_only_the_projector(tmp_path):
-    config, dataset, train_data = built(tmp_path, alpha=1.0)
+    config, dataset, train_data = built(tmp_path, alpha=1.0, item_residual=False)  # the paper's item table
     model = build_model(config, train_data)
     trainer = LLMRecTrainer(config, model)
     trainer.calibration = trainer._build_calibration(train_data)
@@ -177,7 +177,8 @@ def test_ranking_terms_normalisation_multiplies_alpha_by_the_batch_targets(tmp_p
 
 def test_gradient_ratio_is_the_two_terms_gradient_norms_on_the_projector(tmp_path):
     """Measured with two separate backward passes by hand; the ratio scales with alpha; each epoch logs one."""
-    config, _, train_data = built(tmp_path, "SASRecGenAIR", alpha=0.01, epochs=2)
+    config, _, train_data = built(tmp_path, "SASRecGenAIR", alpha=0.01, epochs=2, item_residual=False,
+                                  train_mode="prefix")  # calculate_loss by hand: the prefix-mode loss
     model = build_model(config, train_data)
     trainer = LLMRecTrainer(config, model)
     trainer.collect_training_statistics(train_data)

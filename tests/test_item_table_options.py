@@ -50,7 +50,7 @@ def test_options_reach_the_model_and_the_optimizer_from_yaml(tmp_path):
 
 
 def test_without_its_own_weight_decay_the_residual_shares_the_run_optimizer(tmp_path):
-    config, _, train_data = built(tmp_path, item_residual=True, weight_decay=0.001)
+    config, _, train_data = built(tmp_path, item_residual=True, item_residual_weight_decay=None, weight_decay=0.001)
     groups = LLMRecTrainer(config, build_model(config, train_data)).optimizer.param_groups
     assert len(groups) == 1 and groups[0]["weight_decay"] == 0.001
 

@@ -264,12 +264,6 @@ def test_one_all_position_epoch_trains_and_reports_the_ndcg_of_its_scores(tmp_pa
 
 # Bad input ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("model_name", ["SASRec", "SASRecGenAIR", "GRU4RecGenAIR", "BERT4Rec", "NARM"])
-def test_prefix_is_the_default(tmp_path, model_name):
-    """all_positions is opt-in: the benchmark (README) did not meet the bar for making it the default."""
-    assert Config(model_name, config_dict=tiny_config(tmp_path))["train_mode"] == "prefix"
-
-
 def test_an_unknown_mode_is_refused_with_the_valid_ones(tmp_path):
     with pytest.raises(TrainDataError, match=r"'every_position' is not a training mode; choose one of prefix \| all_positions"):
         run_recbole_genair(model="SASRec", config_dict=tiny_config(tmp_path, train_mode="every_position"), saved=False)

@@ -2,6 +2,7 @@
 
 Writes <dataset>.archetype and <dataset>.itememb; resumable (rerun the same command after a crash).
 --shard=i/n processes a part of the catalogue; --merge=True joins the shards and writes the outputs;
+--shards=n runs n shards at once (cores / n threads each) and merges them, in one command;
 --pca_only=True redoes PCA and the .itememb from the stored raw vectors without the LLM.
 Settings and their defaults: props/archetype.yaml.
 """
@@ -11,6 +12,7 @@ import sys
 
 from recbole_genair.archetype.pipeline import format_summary, run_archetype
 from recbole_genair.archetype.settings import load_settings
+from recbole_genair.archetype.shards import run_shards
 
 
 def main(argv=None):
@@ -23,7 +25,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     files = args.config_files.split() if args.config_files else None
     settings = load_settings(args.dataset, files, cmd_args=rest)
-    summary = run_archetype(settings)
+    summary = run_shards(settings) if settings.get("shards") else run_archetype(settings)
     print(format_summary(summary))
     return summary
 

@@ -23,6 +23,7 @@ from recbole_genair.archetype.pooling import pooled_views, prefill_views
 from recbole_genair.archetype.settings import SettingsError, prompt_settings, signature
 from recbole_genair.archetype.store import TextLog, VectorStore, atomic_write
 from recbole_genair.data.itememb import file_sha256
+from recbole_genair.threads import apply_threads
 
 logger = logging.getLogger("recbole_genair.archetype")
 _EXAMPLES = 5
@@ -181,8 +182,13 @@ def run_archetype(settings):
     """Run (or resume) the pipeline for `settings['dataset']`; return the summary dict.
 
     The run holds the lock of every work folder it uses, so a second run on them is refused.
+    `shards: n` is for `recbole_genair.archetype.shards.run_shards` (the command line), which calls this per shard.
     """
+    if settings.get("shards"):
+        raise SettingsError(f"shards={settings['shards']}: several processes are started by "
+                            f"recbole_genair.archetype.shards.run_shards (or the command line); run_archetype runs one")
     start = time.time()
+    apply_threads(settings.get("threads"))  # before the LLM loads: OpenMP's pool is sized once per process
     table, prompts, report = make_prompts(settings)
     ids = filtered_item_ids(settings, table.ids)
     work_root = Path(settings["work_dir"])

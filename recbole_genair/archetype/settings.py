@@ -121,7 +121,8 @@ def signature(settings):
 
 
 # Where the files are, and how a run proceeds: not part of what an item's vector is made from.
-_RUN_KEYS = ("dataset", "data_path", "output_path", "work_dir", "overwrite", "shard", "merge", "pca_only")
+_RUN_KEYS = ("dataset", "data_path", "output_path", "work_dir", "overwrite", "shard", "merge", "pca_only", "shards",
+             "threads")
 
 
 def prompt_settings(settings):

@@ -42,7 +42,7 @@ def main(argv=None):
     if Path(args.output).resolve() == Path(args.checkpoint).resolve():
         raise SystemExit("error: --output is the checkpoint read: give a new file, so that the trained model is kept")
     try:
-        recommender = Recommender.load(args.checkpoint, data_path=args.data_path)
+        recommender = Recommender.load(args.checkpoint, data_path=args.data_path, threads=args.threads)
         embedder = ItemEmbedder(trained_itememb(recommender, args.itememb), llm_model=args.llm_model)
         header, rows, path = read_new_items(args.items, embedder.settings["item_id_field"])
         new_items = embedder.embed(rows, header=header, where=str(path))

@@ -3,12 +3,14 @@
     python run_recbole_genair.py --compare --models=SASRec,SASRecGenAIR --dataset=ml-100k --seeds=3
 
 Each (model, seed) run is saved as JSON under <output>/runs/ as soon as it finishes, so a rerun with
-the same output folder skips finished runs; a run in progress is locked, so several processes started
-with the same command share the work (each trains the runs no other has taken). The report (tables,
-significance, plots) is written by `recbole_genair.evaluation.compare.write_report`.
+the same output folder skips finished runs; a run in progress is locked, so several processes share
+the work (each trains the runs no other has taken): `--workers=N` starts N such processes, each with
+the machine's cores / N threads. The report (tables, significance, plots) is written by
+`recbole_genair.evaluation.compare.write_report`.
 """
 import json
 import logging
+import multiprocessing
 import os
 from pathlib import Path
 
@@ -16,26 +18,69 @@ from recbole_genair.evaluation.compare import analyse, parse_seeds, write_report
 from recbole_genair.evaluation.group_metrics import GROUP_METRICS
 from recbole_genair.locking import LockHeld, ProcessLock, describe_holder
 from recbole_genair.quick_start import run_recbole_genair
+from recbole_genair.threads import check_count, default_threads, given_threads, warn_if_oversubscribed
 from recbole_genair.utils import get_model
 
 logger = logging.getLogger("recbole_genair.compare")
 
 
 def run_comparison(models, dataset, seeds, output, config_file_list=None, config_dict=None, cmd_args=None,
-                   extra_test_modes=()):
+                   extra_test_modes=(), workers=1):
     """Train and evaluate every model for every seed (skipping finished runs); write the report.
 
     Runs that another process is training are skipped too; the report covers the runs finished when
-    this process ends (the last process to end writes the complete one).
+    this process ends (the last process to end writes the complete one). `workers` > 1 trains that
+    many runs at once, one process each, with the machine's cores shared among them (`threads`).
     """
     for model in models:  # a typo fails now, not after the models before it have trained
         get_model(model)
+    workers = check_count(workers, "workers")
     output = Path(output)
     (output / "runs").mkdir(parents=True, exist_ok=True)
     seeds = parse_seeds(seeds)
     base = dict(config_dict or {})
     metrics = list(base.get("metrics") or ["Hit", "NDCG", "MRR"])
     metrics += [m for m in GROUP_METRICS if m not in metrics]
+    job = (models, seeds, dataset, output, config_file_list, {**base, "metrics": metrics}, list(cmd_args or []),
+           tuple(extra_test_modes or ()))
+    if workers == 1:
+        train_runs(*job)
+    else:
+        given = given_threads(config_file_list, base, cmd_args)
+        if given is None:
+            job[5]["threads"] = default_threads(processes=workers)
+        warn_if_oversubscribed(workers, given or job[5]["threads"], "workers")
+        run_workers(job, workers)
+    return write_report(output, models, seeds, extra_test_modes)
+
+
+class WorkerFailed(RuntimeError):
+    """A worker process of a comparison ended with an error."""
+
+
+def run_workers(job, workers):
+    """`train_runs(*job)` in `workers` processes at once; they share the runs through the per-run locks."""
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter each: no forked OpenMP or torch state
+    processes = [context.Process(target=train_runs, args=job, name=f"compare-worker-{i}") for i in range(workers)]
+    try:
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join()
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+                process.join()
+    failed = [p for p in processes if p.exitcode != 0]
+    if failed:
+        raise WorkerFailed(f"{len(failed)} of {workers} workers failed ({', '.join(f'{p.name}: exit code {p.exitcode}' for p in failed)}); "
+                           f"their errors are printed above. The runs they finished are saved; rerun the same command to "
+                           f"train the rest.")
+
+
+def train_runs(models, seeds, dataset, output, config_file_list, config_dict, cmd_args, extra_test_modes):
+    """Train every (model, seed) that has no record in `output` and that no other process is training."""
     for model in models:
         for seed in seeds:
             path = output / "runs" / f"{model}-seed{seed}.json"
@@ -50,12 +95,11 @@ def run_comparison(models, dataset, seeds, output, config_file_list=None, config
                 continue
             try:
                 if not path.exists():  # finished by another process between the check and the lock
-                    _run_one(model, seed, seeds, dataset, output, path, config_file_list,
-                             {**base, "metrics": metrics}, cmd_args, extra_test_modes)
+                    _run_one(model, seed, seeds, dataset, output, path, config_file_list, config_dict, cmd_args,
+                             extra_test_modes)
             finally:
                 lock.path.unlink(missing_ok=True)  # a process that opened it before sees the JSON and skips
                 lock.release()
-    return write_report(output, models, seeds, extra_test_modes)
 
 
 def _run_one(model, seed, seeds, dataset, output, path, config_file_list, base, cmd_args, extra_test_modes):
@@ -68,7 +112,8 @@ def _run_one(model, seed, seeds, dataset, output, path, config_file_list, base, 
         "model": model, "seed": seed, "dataset": dataset,
         "valid": dict(result["best_valid_result"]), "test": dict(result["test_result"]),
         "eval_mode": result["eval_mode"], "extra_test": result["extra_test_results"],
-        "checkpoint": result["saved_model_file"], "training": result["training"], **result["analysis"],
+        "checkpoint": result["saved_model_file"], "training": result["training"], "settings": result["settings"],
+        "threads": result["threads"], **result["analysis"],
     }
     tmp = path.with_suffix(f".tmp-{os.getpid()}")
     tmp.write_text(json.dumps(record, indent=1))

@@ -14,6 +14,7 @@ import socket
 import torch.multiprocessing as mp
 
 from recbole_genair.quick_start import run_recbole_genair
+from recbole_genair.threads import default_threads, given_threads, warn_if_oversubscribed
 
 DISTRIBUTED_KEYS = ("nproc", "world_size", "offset", "ip", "port")
 
@@ -81,5 +82,12 @@ def _train_rank(rank, settings, model, dataset, config_file_list, cmd_args):
 
 
 def run_distributed(model, dataset, config_file_list, cmd_args, settings):
-    """Train `model` with `settings` (from `distributed_settings`); rank 0's result."""
+    """Train `model` with `settings` (from `distributed_settings`); rank 0's result.
+
+    Each process gets the machine's cores / `nproc` threads unless `threads` is given.
+    """
+    threads = given_threads(config_file_list, {}, cmd_args)
+    if threads is None:
+        settings = {**settings, "threads": default_threads(processes=settings["nproc"])}
+    warn_if_oversubscribed(settings["nproc"], threads or settings["threads"], "processes")
     return spawn_ranks(_train_rank, settings, (model, dataset, config_file_list, list(cmd_args)))

@@ -27,6 +27,8 @@ def checkpoint_parser(prog, does):
     parser.add_argument("--checkpoint", required=True, help="the .pth file the run saved")
     parser.add_argument("--data_path", default=None,
                         help="where the dataset's files are now, if they moved since training")
+    parser.add_argument("--threads", default=None,
+                        help="PyTorch threads (default: the machine's cores shared among the package's processes)")
     return parser
 
 
@@ -49,7 +51,7 @@ def main(argv=None):
     """Parse `argv` (default `sys.argv[1:]`), print the recommendations and export the table if asked."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        recommender = Recommender.load(args.checkpoint, data_path=args.data_path)
+        recommender = Recommender.load(args.checkpoint, data_path=args.data_path, threads=args.threads)
         results = []
         if args.history is not None:
             histories = [[item.strip() for item in text.split(",") if item.strip()] for text in args.history]

@@ -54,7 +54,7 @@ def main(argv=None):
         raise SystemExit(f"error: serving needs FastAPI and uvicorn ({err}): "
                          f"pip install \"recbole-genair[serve]\"") from None
     try:
-        recommender = Recommender.load(args.checkpoint, data_path=args.data_path)
+        recommender = Recommender.load(args.checkpoint, data_path=args.data_path, threads=args.threads)
     except (ValueError, DatasetFilesError) as err:  # the package's errors for people: checkpoint, data
         raise SystemExit(f"error: {err}") from None
     if args.added_checkpoint and Path(args.added_checkpoint).resolve() == Path(args.checkpoint).resolve():

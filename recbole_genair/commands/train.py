@@ -8,16 +8,18 @@ Any other `--key=value` is a RecBole setting; `--config_files` takes YAML files 
 import argparse
 import sys
 
-from recbole_genair.commands.compare import run_comparison
+from recbole_genair.commands.compare import WorkerFailed, run_comparison
 from recbole_genair.commands.distributed import distributed_settings, run_distributed
 from recbole_genair.commands.tune import run_tuning
 from recbole_genair.evaluation.compare import ablation_report, parse_seeds, write_report
+from recbole_genair.evaluation.reference import load_reference, reference_line
 from recbole_genair.paths import PROPS_DIR
 from recbole_genair.quick_start import run_recbole_genair
+from recbole_genair.threads import ThreadsError
 
 # Flags of one mode only; given in another mode they would be ignored, so they are refused.
 MODE_FLAGS = {
-    "compare": ("models", "seeds", "extra_test_modes", "report_only", "output"),
+    "compare": ("models", "seeds", "extra_test_modes", "report_only", "output", "workers"),
     "ablation": ("seeds", "extra_test_modes", "output", "model"),
     "tune": ("params_file", "algo", "max_evals", "output", "model"),
     "run": ("model",),
@@ -42,6 +44,9 @@ def parse_args(argv):
     parser.add_argument("--output", default=None, help="output folder of --compare / --tune (default results/...)")
     parser.add_argument("--extra_test_modes", default=None,
                         help="--compare: also test the trained models under these protocols, e.g. uni100")
+    parser.add_argument("--workers", default=None,
+                        help="--compare: train this many (model, seed) runs at once, one process each, with the "
+                             "machine's cores shared among them (threads); default 1")
     parser.add_argument("--report_only", action="store_true",
                         help="--compare: write the report from the finished runs in --output, train nothing")
     parser.add_argument("--ablation", default="",
@@ -66,7 +71,8 @@ def _mode(args):
 def check_flags(args, rest):
     """Refuse flags that the chosen mode would ignore, and `--seed` where `--seeds` sets it."""
     mode = _mode(args)
-    given = [f for f in ("models", "seeds", "extra_test_modes", "output", "params_file", "algo", "max_evals", "model")
+    given = [f for f in ("models", "seeds", "extra_test_modes", "output", "params_file", "algo", "max_evals", "model",
+                         "workers")
              if getattr(args, f) is not None] + (["report_only"] if args.report_only else [])
     ignored = [f for f in given if f not in MODE_FLAGS[mode]]
     if ignored:
@@ -80,7 +86,7 @@ def check_flags(args, rest):
                          f"reads finished runs and trains nothing")
     if mode != "run" and distributed_settings(rest) is not None:
         raise SystemExit(f"error: --nproc / --world_size train one model on several processes; --{mode} runs its "
-                         f"trainings one process each (start several --compare processes on one output folder instead)")
+                         f"trainings one process each (--compare --workers=N trains N of them at once instead)")
     seed = next((a for a in rest if a.startswith("--seed=")), None)
     if seed and mode == "compare":
         raise SystemExit(f"error: {seed} would be replaced by each seed of --seeds in --{mode}; "
@@ -98,8 +104,11 @@ def main(argv=None):
         models = [m for m in (args.models or "SASRec,SASRecGenAIR").split(",") if m]
         if args.report_only:
             return write_report(output, models, parse_seeds(seeds), extra)
-        return run_comparison(models, args.dataset, seeds, output, config_files, cmd_args=rest,
-                              extra_test_modes=extra)
+        try:
+            return run_comparison(models, args.dataset, seeds, output, config_files, cmd_args=rest,
+                                  extra_test_modes=extra, workers=args.workers or 1)
+        except (ThreadsError, WorkerFailed) as err:
+            raise SystemExit(f"error: {err}") from None
     model = args.model or "SASRecGenAIR"
     if args.ablation:
         variants = dict(item.split("=", 1) for item in args.ablation.split(",") if item)
@@ -114,7 +123,12 @@ def main(argv=None):
     settings = distributed_settings(rest)
     if settings is not None:
         return run_distributed(model, args.dataset, config_files, rest, settings)
-    return run_recbole_genair(model, args.dataset, config_file_list=config_files, cmd_args=rest)
+    result = run_recbole_genair(model, args.dataset, config_file_list=config_files, cmd_args=rest)
+    line = reference_line(result["model"], result["backbone"], result["settings"], result["test_result"],
+                          load_reference(args.dataset), seed=result["seed"])
+    if line:
+        print(line, flush=True)
+    return result
 
 
 if __name__ == "__main__":
