@@ -5,7 +5,7 @@
 
 1. Two trainings at once, each in its own process: with PyTorch's default threads (one per core, as the
    package ran before `threads`) against one thread each (`threads: ~` with two processes), and one training
-   alone with every core, for scale. Per run: median seconds per training epoch and wall seconds of the process.
+   alone with every core and with one thread, for scale. Per run: median seconds per training epoch and wall seconds of the process.
 2. A comparison of `--seeds` seeds: `--compare --workers=1` against `--workers=2` (wall seconds of the command).
 
 Every run trains `--epochs` epochs with early stopping out of reach (`stopping_step` above it), so the runs
@@ -97,6 +97,7 @@ def main():
     rows = {"cores": cores, "pytorch_default_threads": pytorch_default, "model": args.model, "dataset": args.dataset,
             "epochs": args.epochs}
     rows["alone"] = concurrent(args.model, args.dataset, pytorch_default, 1, settings)
+    rows["alone_one_thread"] = concurrent(args.model, args.dataset, 1, 1, settings)
     rows["two_default_threads"] = concurrent(args.model, args.dataset, pytorch_default, 2, settings)
     rows["two_one_thread_each"] = concurrent(args.model, args.dataset, max(1, cores // 2), 2, settings)
     if args.seeds:
@@ -115,7 +116,8 @@ def report(rows, seeds):
           f"(PyTorch's default: {rows['pytorch_default_threads']} threads per process)\n")
     print("| runs at once | threads each | s/epoch (median per run) | wall s (per run) |")
     print("|---|---|---|---|")
-    for key, label in (("alone", "1"), ("two_default_threads", "2"), ("two_one_thread_each", "2")):
+    for key, label in (("alone", "1"), ("alone_one_thread", "1"), ("two_default_threads", "2"),
+                       ("two_one_thread_each", "2")):
         runs = rows[key]
         print(f"| {label} | {runs[0]['threads']} | " + ", ".join(f"{r['epoch_s']:.2f}" for r in runs) + " | "
               + ", ".join(f"{r['wall_s']:.0f}" for r in runs) + " |")
