@@ -2,6 +2,7 @@
 
     python benchmarks/bench_threads.py --dataset=ml-100k --model=SASRec --epochs=4 --seeds=3 \
         --output=results/threads/ml-100k.json
+    python benchmarks/bench_threads.py --report_only=results/threads/ml-100k.json
 
 1. Two trainings at once, each in its own process: with PyTorch's default threads (one per core, as the
    package ran before `threads`) against one thread each (`threads: ~` with two processes), and one training
@@ -75,8 +76,13 @@ def main():
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--seeds", type=int, default=3, help="seeds of the comparison (part 2); 0 skips it")
     parser.add_argument("--output", default=None, help="JSON file of the measurements")
+    parser.add_argument("--report_only", default=None, help="a JSON file written by --output: print its tables")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
+    if args.report_only:
+        rows = json.loads(Path(args.report_only).read_text())
+        report(rows, sum(1 for k in rows if k.startswith("compare_workers")) and args.seeds)
+        return
     if args.child:
         model, dataset, threads, settings = args.child
         settings = json.loads(settings)

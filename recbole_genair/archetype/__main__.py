@@ -25,7 +25,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     files = args.config_files.split() if args.config_files else None
     settings = load_settings(args.dataset, files, cmd_args=rest)
-    summary = run_shards(settings) if settings.get("shards") else run_archetype(settings)
+    summary = run_shards(settings) if settings.get("shards") is not None else run_archetype(settings)
     print(format_summary(summary))
     return summary
 

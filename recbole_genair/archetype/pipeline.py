@@ -184,7 +184,7 @@ def run_archetype(settings):
     The run holds the lock of every work folder it uses, so a second run on them is refused.
     `shards: n` is for `recbole_genair.archetype.shards.run_shards` (the command line), which calls this per shard.
     """
-    if settings.get("shards"):
+    if settings.get("shards") is not None:
         raise SettingsError(f"shards={settings['shards']}: several processes are started by "
                             f"recbole_genair.archetype.shards.run_shards (or the command line); run_archetype runs one")
     start = time.time()

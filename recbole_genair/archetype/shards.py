@@ -6,10 +6,10 @@ PCA and writes the outputs as `merge: True` does. A shard that fails stops nothi
 rerunning the same command resumes every shard and merges.
 """
 import logging
-import multiprocessing
 
 from recbole_genair.archetype.pipeline import run_archetype
 from recbole_genair.archetype.settings import SettingsError
+from recbole_genair.processes import run_in_processes
 from recbole_genair.threads import check_count, default_threads, warn_if_oversubscribed
 
 logger = logging.getLogger("recbole_genair.archetype")
@@ -21,7 +21,7 @@ def _run_shard(settings):
 
 
 def run_shards(settings):
-    """Run `settings['shards']` shard processes, wait for them, merge; the merge's summary (with per-shard exit codes)."""
+    """Run `settings['shards']` shard processes at once, wait for them, then merge; the merge's summary."""
     count = check_count(settings["shards"], "shards")
     clashing = [k for k in ("shard", "merge", "pca_only") if settings.get(k)]
     if clashing:
@@ -29,26 +29,12 @@ def run_shards(settings):
                             f"(or drop shards to run one shard, the merge or PCA alone)")
     threads = default_threads(processes=count) if settings.get("threads") is None else check_count(settings["threads"], "threads")
     warn_if_oversubscribed(count, threads, "shards")
-    context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked OpenMP or torch state
-    processes = [context.Process(target=_run_shard, name=f"shard {i}/{count}",
-                                 args=({**settings, "shards": None, "shard": f"{i}/{count}", "threads": threads},))
-                 for i in range(count)]
     logger.info(f"starting {count} shard processes, {threads} threads each")
-    try:
-        for process in processes:
-            process.start()
-        for process in processes:
-            process.join()
-    finally:
-        for process in processes:
-            if process.is_alive():
-                process.terminate()
-                process.join()
-    failed = [p for p in processes if p.exitcode != 0]
+    jobs = [({**settings, "shards": None, "shard": f"{i}/{count}", "threads": threads},) for i in range(count)]
+    failed = run_in_processes(_run_shard, jobs, [f"shard {i}/{count}" for i in range(count)])
     if failed:
-        raise SettingsError(f"{len(failed)} of {count} shards failed ({', '.join(f'{p.name}: exit code {p.exitcode}' for p in failed)}; "
-                            f"their errors are above); the items they finished are kept: rerun the same command to "
-                            f"resume them and merge.")
+        raise SettingsError(f"{len(failed)} of {count} shards failed ({', '.join(failed)}; their errors are above); the "
+                            f"items they finished are kept: rerun the same command to resume them and merge.")
     summary = run_archetype({**settings, "shards": None, "merge": True})
     summary["shards"] = count
     summary["threads_per_shard"] = threads

@@ -10,13 +10,13 @@ the machine's cores / N threads. The report (tables, significance, plots) is wri
 """
 import json
 import logging
-import multiprocessing
 import os
 from pathlib import Path
 
 from recbole_genair.evaluation.compare import analyse, parse_seeds, write_report
 from recbole_genair.evaluation.group_metrics import GROUP_METRICS
 from recbole_genair.locking import LockHeld, ProcessLock, describe_holder
+from recbole_genair.processes import run_in_processes
 from recbole_genair.quick_start import run_recbole_genair
 from recbole_genair.threads import check_count, default_threads, given_threads, warn_if_oversubscribed
 from recbole_genair.utils import get_model
@@ -60,23 +60,10 @@ class WorkerFailed(RuntimeError):
 
 def run_workers(job, workers):
     """`train_runs(*job)` in `workers` processes at once; they share the runs through the per-run locks."""
-    context = multiprocessing.get_context("spawn")  # a fresh interpreter each: no forked OpenMP or torch state
-    processes = [context.Process(target=train_runs, args=job, name=f"compare-worker-{i}") for i in range(workers)]
-    try:
-        for process in processes:
-            process.start()
-        for process in processes:
-            process.join()
-    finally:
-        for process in processes:
-            if process.is_alive():
-                process.terminate()
-                process.join()
-    failed = [p for p in processes if p.exitcode != 0]
+    failed = run_in_processes(train_runs, [job] * workers, [f"worker {i}" for i in range(workers)])
     if failed:
-        raise WorkerFailed(f"{len(failed)} of {workers} workers failed ({', '.join(f'{p.name}: exit code {p.exitcode}' for p in failed)}); "
-                           f"their errors are printed above. The runs they finished are saved; rerun the same command to "
-                           f"train the rest.")
+        raise WorkerFailed(f"{len(failed)} of {workers} workers failed ({', '.join(failed)}); their errors are printed "
+                           f"above. The runs they finished are saved; rerun the same command to train the rest.")
 
 
 def train_runs(models, seeds, dataset, output, config_file_list, config_dict, cmd_args, extra_test_modes):
