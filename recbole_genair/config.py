@@ -9,6 +9,7 @@ from recbole.utils import ModelType
 import recbole_genair.evaluation  # noqa: F401  (registers the group metrics before any Config is built)
 from recbole_genair.config_keys import ConfigKeyError, check_config_keys
 from recbole_genair.distributed import init_cpu_process_group, use_cuda
+from recbole_genair.model.all_positions import TrainModeError, train_objective
 from recbole_genair.paths import DATASET_DIR, PACKAGE_ROOT, PROPS_DIR  # noqa: F401  (also imported from here)
 from recbole_genair.utils import get_model
 
@@ -155,8 +156,6 @@ class Config(RecBoleConfig):
         final["train_mode_fallback"] = None
         if final.get("train_mode") != "all_positions" or "train_mode" in self.external_config_dict:
             return
-        from recbole_genair.model.all_positions import TrainModeError, train_objective
-
         try:
             train_objective(self.model_class, "all_positions")
         except TrainModeError as err:
