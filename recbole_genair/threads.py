@@ -116,6 +116,15 @@ def default_threads(processes=1, folder=None):
     return max(1, available_cores() // (processes + others))
 
 
+def threads_per_process(processes, given=None, what="processes"):
+    """Threads of each of `processes` processes one command starts together: `given` (checked), else the cores
+    shared among them and the package's processes already running; warns when they would oversubscribe the cores.
+    """
+    threads = default_threads(processes) if given is None else check_count(given, "threads")
+    warn_if_oversubscribed(processes, threads, what)
+    return threads
+
+
 def warn_if_oversubscribed(processes, threads, what="processes"):
     """Log a warning when `processes` x `threads` busy threads exceed the cores; returns the expected slowdown."""
     cores = available_cores()
@@ -125,19 +134,21 @@ def warn_if_oversubscribed(processes, threads, what="processes"):
     slowdown = busy / cores
     logger.warning(f"{processes} {what} x {threads} threads = {busy} busy threads on {cores} cores: each process is "
                    f"expected to run at least {slowdown:.1f}x slower than with {max(1, cores // processes)} threads "
-                   f"each (OpenMP's waiting threads cost more than that: 9x was measured with 2x too many); "
+                   f"each (OpenMP's waiting threads cost more than that: 3.4x per epoch was measured with twice too many, "
+                   f"README 'Threads'); "
                    f"give --threads={max(1, cores // processes)} or leave threads at ~.")
     return slowdown
 
 
-def apply_threads(threads=None, processes=1, folder=None):
+def apply_threads(threads=None, folder=None):
     """Set PyTorch's (and OpenMP's) threads for this process before its heavy work; returns the count.
 
-    `threads`: the setting (None: `default_threads(processes)`). The process is registered, so that
-    processes of the package started after it share the cores with it. `OMP_NUM_THREADS` and
-    `MKL_NUM_THREADS` are set for the child processes it starts (a library read them at import).
+    `threads`: the setting (None: `default_threads()`, the cores shared with the package's running
+    processes). The process is registered, so that processes of the package started after it share
+    the cores with it. `OMP_NUM_THREADS` and `MKL_NUM_THREADS` are set for the child processes it
+    starts (a library reads them at import).
     """
-    count = default_threads(processes, folder) if threads is None else check_count(threads, "threads")
+    count = default_threads(folder=folder) if threads is None else check_count(threads, "threads")
     if count != torch.get_num_threads():
         torch.set_num_threads(count)
     try:

@@ -10,7 +10,7 @@ import logging
 from recbole_genair.archetype.pipeline import run_archetype
 from recbole_genair.archetype.settings import SettingsError
 from recbole_genair.processes import run_in_processes
-from recbole_genair.threads import check_count, default_threads, warn_if_oversubscribed
+from recbole_genair.threads import check_count, threads_per_process
 
 logger = logging.getLogger("recbole_genair.archetype")
 
@@ -27,8 +27,7 @@ def run_shards(settings):
     if clashing:
         raise SettingsError(f"shards={count} starts and merges its own shards: leave out {', '.join(clashing)} "
                             f"(or drop shards to run one shard, the merge or PCA alone)")
-    threads = default_threads(processes=count) if settings.get("threads") is None else check_count(settings["threads"], "threads")
-    warn_if_oversubscribed(count, threads, "shards")
+    threads = threads_per_process(count, settings.get("threads"), "shards")
     logger.info(f"starting {count} shard processes, {threads} threads each")
     jobs = [({**settings, "shards": None, "shard": f"{i}/{count}", "threads": threads},) for i in range(count)]
     failed = run_in_processes(_run_shard, jobs, [f"shard {i}/{count}" for i in range(count)])

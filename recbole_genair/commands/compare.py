@@ -18,7 +18,7 @@ from recbole_genair.evaluation.group_metrics import GROUP_METRICS
 from recbole_genair.locking import LockHeld, ProcessLock, describe_holder
 from recbole_genair.processes import run_in_processes
 from recbole_genair.quick_start import run_recbole_genair
-from recbole_genair.threads import check_count, default_threads, given_threads, warn_if_oversubscribed
+from recbole_genair.threads import check_count, given_threads, threads_per_process
 from recbole_genair.utils import get_model
 
 logger = logging.getLogger("recbole_genair.compare")
@@ -46,10 +46,7 @@ def run_comparison(models, dataset, seeds, output, config_file_list=None, config
     if workers == 1:
         train_runs(*job)
     else:
-        given = given_threads(config_file_list, base, cmd_args)
-        if given is None:
-            job[5]["threads"] = default_threads(processes=workers)
-        warn_if_oversubscribed(workers, given or job[5]["threads"], "workers")
+        job[5]["threads"] = threads_per_process(workers, given_threads(config_file_list, base, cmd_args), "workers")
         run_workers(job, workers)
     return write_report(output, models, seeds, extra_test_modes)
 

@@ -14,7 +14,7 @@ import socket
 import torch.multiprocessing as mp
 
 from recbole_genair.quick_start import run_recbole_genair
-from recbole_genair.threads import default_threads, given_threads, warn_if_oversubscribed
+from recbole_genair.threads import given_threads, threads_per_process
 
 DISTRIBUTED_KEYS = ("nproc", "world_size", "offset", "ip", "port")
 
@@ -86,8 +86,6 @@ def run_distributed(model, dataset, config_file_list, cmd_args, settings):
 
     Each process gets the machine's cores / `nproc` threads unless `threads` is given.
     """
-    threads = given_threads(config_file_list, {}, cmd_args)
-    if threads is None:
-        settings = {**settings, "threads": default_threads(processes=settings["nproc"])}
-    warn_if_oversubscribed(settings["nproc"], threads or settings["threads"], "processes")
+    given = given_threads(config_file_list, {}, cmd_args)
+    settings = {**settings, "threads": threads_per_process(settings["nproc"], given, "processes")}
     return spawn_ranks(_train_rank, settings, (model, dataset, config_file_list, list(cmd_args)))
