@@ -55,6 +55,20 @@ def test_pairs_that_never_cooccur_get_weight_one():
     assert w[0, 1] == 1.0 and w[1, 2] == pytest.approx(math.exp(-2.0))
 
 
+def test_dense_weights_equal_the_sparse_lookup(monkeypatch):
+    """Small catalogues keep w(i, j) dense; large ones look it up per step: the same float32 values."""
+    rng = np.random.default_rng(1)
+    counts = np.triu(rng.integers(0, 9, size=(40, 40)) * (rng.random((40, 40)) < 0.3), 1)
+    counts = sp.csr_matrix(counts + counts.T)
+    items = torch.tensor([0, 3, 7, 11, 39, 5])
+    dense = BehaviouralCalibrationLoss(counts, gamma=3.0)
+    monkeypatch.setattr(BehaviouralCalibrationLoss, "DENSE_WEIGHT_ITEMS", 10)
+    sparse = BehaviouralCalibrationLoss(counts, gamma=3.0)
+    assert dense._dense is not None and sparse._dense is None
+    assert torch.equal(dense.pair_weights(items), sparse.pair_weights(items))
+    assert (dense.pair_weights(items) < 1.0).any()  # some of these pairs co-occur
+
+
 def test_unknown_kernel_is_refused():
     with pytest.raises(ValueError, match="calibration_kernel"):
         BehaviouralCalibrationLoss(sp.csr_matrix((3, 3)), kernel="cosine")

@@ -18,7 +18,12 @@ class BehaviouralCalibrationLoss(nn.Module):
     The expectation runs over ordered pairs of batch positions holding different items. It is computed
     on the batch's unique items with multiplicity weights n_i * n_j, which gives the same value with
     U x U memory (U unique items) and no n x n or pair x d tensor.
+
+    A catalogue of at most `DENSE_WEIGHT_ITEMS` items keeps w(i, j) as one dense float32 matrix computed once
+    (the same values as the per-step sparse lookup, which cost ~0.1 s per all-position step on ml-100k).
     """
+
+    DENSE_WEIGHT_ITEMS = 4096  # 4096^2 float32 = 64 MB
 
     def __init__(self, cooccurrence, gamma=4.0, t=2.0, kernel="exp"):
         super().__init__()
@@ -28,13 +33,23 @@ class BehaviouralCalibrationLoss(nn.Module):
         c_max = self.cooccurrence.max() if self.cooccurrence.nnz else 0.0
         self.log_c_max = math.log1p(c_max) if c_max > 0 else 1.0
         self.gamma, self.t, self.kernel = float(gamma), float(t), kernel
+        self._dense = None
+        if max(self.cooccurrence.shape) <= self.DENSE_WEIGHT_ITEMS:
+            self._dense = self._weights_of(self.cooccurrence.toarray())
+
+    def _weights_of(self, counts):
+        """w = exp(-gamma * log(1 + C) / log(1 + C_max)) (eqs. 10-11), in float64, returned as float32."""
+        s = np.log1p(counts) / self.log_c_max
+        return torch.from_numpy(np.exp(-self.gamma * s)).to(dtype=torch.float32)
 
     def pair_weights(self, items):
-        """w(i, j) for all pairs of the given item ids (vectorised sparse lookup), as a dense U x U tensor."""
+        """w(i, j) for all pairs of the given item ids, as a dense U x U tensor."""
+        if self._dense is not None:
+            if self._dense.device != items.device:
+                self._dense = self._dense.to(items.device)
+            return self._dense.index_select(0, items).index_select(1, items)
         idx = items.cpu().numpy()
-        counts = self.cooccurrence[idx][:, idx].toarray()
-        s = np.log1p(counts) / self.log_c_max
-        return torch.from_numpy(np.exp(-self.gamma * s)).to(dtype=torch.float32, device=items.device)
+        return self._weights_of(self.cooccurrence[idx][:, idx].toarray()).to(items.device)
 
     def forward(self, item_table, items):
         """`item_table`: projected item embeddings (n_items x h); `items`: the batch's target item ids."""
