@@ -97,7 +97,7 @@ def run_recbole_genair(
         logger.setLevel(logging.WARNING)
     logger.info(sys.argv)
     logger.info(config)
-    logger.info(set_color(config.describe_training(), "green") + f"; {threads} threads")
+    logger.info(set_color(config.describe_training(), "green") + f"; {threads} thread{'' if threads == 1 else 's'}")
 
     train_objective(config.model_class, config["train_mode"])  # refuse an unsupported mode before loading data
     dataset = create_dataset(config)

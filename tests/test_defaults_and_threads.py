@@ -111,7 +111,7 @@ def test_threads_are_set_before_training_starts(tmp_path, caplog):
     assert torch.get_num_threads() == 1 and os.environ["OMP_NUM_THREADS"] == "1"
     assert result["threads"] == 1
     messages = [r.getMessage() for r in caplog.records]
-    set_at = next(i for i, m in enumerate(messages) if "training: train_mode all_positions" in m and "; 1 threads" in m)
+    set_at = next(i for i, m in enumerate(messages) if "training: train_mode all_positions" in m and "; 1 thread" in m)
     first_epoch = next(i for i, m in enumerate(messages) if "epoch 0 training" in m)
     assert set_at < first_epoch
 
