@@ -26,6 +26,7 @@ import socket
 import uuid
 from time import time
 
+import numpy as np
 import torch
 from recbole.model.abstract_recommender import AbstractRecommender, SequentialRecommender
 from recbole.trainer import Trainer
@@ -176,6 +177,26 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
         self.calibration = self._build_calibration(train_data)
         if self.eval_collector.register.need(TRAIN_POPULARITY):
             self.eval_collector.data_struct.set(TRAIN_POPULARITY, torch.from_numpy(item_popularity(train_data._dataset)))
+        self.excluded_items = self._unseen_items_left_out(train_data)
+
+    def _unseen_items_left_out(self, train_data):
+        """`unseen_item_negatives: False`: the items without a training interaction, which leave the training softmax.
+
+        An item added after training is absent from the softmax that trained the model; one that is only held out
+        (`cold_items`, or an item first clicked in validation or test) would otherwise be pushed down as a negative
+        at every step. None when the setting is on (the default: RecBole's loss over every item).
+        """
+        if self.config["unseen_item_negatives"] is not False:
+            return None
+        if not self.every_position or self.model.loss_type != "CE":
+            raise ValueError(f"unseen_item_negatives: False needs train_mode: all_positions with loss_type: CE (the "
+                             f"softmax it leaves items out of); {type(self.model).__name__} trains with "
+                             f"train_mode {self.config['train_mode']} and loss_type {self.model.loss_type}: set "
+                             f"unseen_item_negatives: True or train on all positions")
+        unseen = np.flatnonzero(item_popularity(train_data._dataset)[1:] == 0) + 1
+        self.logger.info(f"unseen_item_negatives: False: {len(unseen)} items without a training interaction are left "
+                         f"out of the training softmax")
+        return torch.as_tensor(unseen, dtype=torch.long, device=self.device) if len(unseen) else None
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         struct = self.eval_collector.data_struct
@@ -288,7 +309,7 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
     def _model_losses(self, interaction):
         """The model's losses: `calculate_loss`, or with all_positions its ranking loss at every position."""
         if self.every_position:
-            return all_position_losses(self.model, interaction)
+            return all_position_losses(self.model, interaction, getattr(self, "excluded_items", None))
         return self.model.calculate_loss(interaction)
 
     def _loss_with_calibration(self, interaction):

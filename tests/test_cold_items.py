@@ -37,6 +37,32 @@ def test_held_out_items_are_only_test_targets(tmp_path):
     assert len(test_targets) == 50
 
 
+def test_validation_cold_items_are_only_validation_targets(tmp_path):
+    """cold_valid_items: a second held-out set, disjoint from the test's, seen only as validation targets."""
+    dataset, train, valid, test = split(tmp_path, cold_items=0.2, cold_valid_items=0.2)
+    cold, cold_valid = set(dataset.cold_item_ids.tolist()), set(dataset.cold_valid_item_ids.tolist())
+    assert len(cold_valid) == len(cold) == 12 and not cold & cold_valid
+    field = dataset.iid_field
+    assert not cold_valid & items_of(train, field)  # training never sees them
+    assert (item_popularity(train.dataset)[list(cold_valid)] == 0).all()
+    valid_targets = set(valid.dataset.inter_feat[field].tolist())
+    assert cold_valid & valid_targets  # validated on...
+    assert not cold_valid & set(valid.dataset.inter_feat[field + "_list"].flatten().tolist())  # ...never a history there
+    assert not cold_valid & set(test.dataset.inter_feat[field].tolist())  # never a test target
+    # the test's held-out items are the same as without validation's
+    alone, *_ = split(tmp_path, cold_items=0.2)
+    assert set(alone.cold_item_ids.tolist()) == cold
+
+
+def test_positions_from_the_end_follow_time_then_file_order():
+    """0 marks the leave-one-out test target, 1 the validation target."""
+    from recbole_genair.data.cold_items import _positions_from_end
+    users = np.array([1, 1, 1, 2, 2, 2, 2])
+    times = np.array([3.0, 1.0, 2.0, 1.0, 2.0, 2.0, 0.5])
+    # user 1 by time: idx1, idx2, idx0 -> 2, 1, 0; user 2: idx6, idx3, idx4, idx5 (ties by file order)
+    assert _positions_from_end(users, times).tolist() == [0, 2, 1, 2, 1, 0, 3]
+
+
 def raw_first_seen():
     inter = pd.read_csv(TEST_DATA / "genair-test" / "genair-test.inter", sep="\t")
     inter.columns = [c.split(":")[0] for c in inter.columns]
@@ -85,6 +111,8 @@ def test_the_run_reports_cold_metrics_over_the_held_out_targets(tmp_path):
     (dict(cold_items=0.1, eval_args={"split": {"RS": [0.8, 0.1, 0.1]}, "order": "RO", "mode": "full"}),
      "leave-one-out split by time"),
     (dict(cold_items=0.001), "holds out none"),
+    (dict(cold_valid_items=0.1), "set cold_items too"),
+    (dict(cold_items=0.5, cold_valid_items=0.5), "below 1"),
 ])
 def test_bad_cold_item_settings_are_refused_by_name(tmp_path, overrides, message):
     config = Config("SASRecGenAIR", config_dict=tiny_config(tmp_path, **overrides))

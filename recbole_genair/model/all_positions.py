@@ -63,8 +63,11 @@ def sequence_outputs(model, item_seq, item_seq_len):
     return output
 
 
-def next_item_loss(model, interaction):
-    """The backbone's ranking loss (`loss_type` CE or BPR) at every real position of an all-position batch."""
+def next_item_loss(model, interaction, excluded_items=None):
+    """The backbone's ranking loss (`loss_type` CE or BPR) at every real position of an all-position batch.
+
+    `excluded_items` (item ids, CE only): left out of the softmax, as items that do not exist yet are.
+    """
     targets = interaction[model.POS_ITEM_ID]
     if targets.dim() != 2:
         raise TypeError("train_mode: all_positions needs the all-position training loader "
@@ -77,12 +80,15 @@ def next_item_loss(model, interaction):
         pos_score = (output * model.item_embedding(targets)).sum(-1)
         neg_score = (output * model.item_embedding(negatives)).sum(-1)
         return model.loss_fct(pos_score, neg_score)
-    return model.loss_fct(output @ model.item_embedding.weight.t(), targets)
+    logits = output @ model.item_embedding.weight.t()
+    if excluded_items is not None:
+        logits = logits.index_fill(1, excluded_items, float("-inf"))
+    return model.loss_fct(logits, targets)
 
 
-def all_position_losses(model, interaction):
+def all_position_losses(model, interaction, excluded_items=None):
     """The model's training losses with its ranking loss at every position (auxiliary losses unchanged)."""
     with shared_table(model.item_embedding):
-        rank = next_item_loss(model, interaction)
+        rank = next_item_loss(model, interaction, excluded_items)
         extra = model.auxiliary_losses(interaction) if hasattr(model, "auxiliary_losses") else ()
     return (rank, *extra) if extra else rank

@@ -2,6 +2,7 @@
 import torch
 
 from recbole_genair.data.itememb import llm_item_source, load_llm_item_table
+from recbole_genair.data.popularity import item_popularity
 from recbole_genair.model.layers import LLMItemEmbedding, NormalizedLLMItemEmbedding, shared_table
 
 
@@ -79,7 +80,9 @@ class LLMItemEmbeddingMixin:
         # the random item table being replaced: the scale the backbone's initialisation chose for item vectors
         reference_std = float(self.item_embedding.weight[1:self.n_items].detach().std())
         options = dict(center=bool(config["center_item_table"]), residual=bool(config["item_residual"]),
-                       residual_dropout=float(config["item_residual_dropout"] or 0.0))
+                       residual_dropout=float(config["item_residual_dropout"] or 0.0),
+                       cold_residual=config["cold_residual"] or "learned", cold_neighbours=config["cold_neighbours"] or 10,
+                       cold_item_dropout=config["cold_item_dropout"] or 0.0)
         if not 0.0 <= options["residual_dropout"] < 1.0:
             raise ValueError(f"item_residual_dropout must be in [0, 1), not {options['residual_dropout']}")
         if config["item_normalization"]:
@@ -93,6 +96,8 @@ class LLMItemEmbeddingMixin:
             )
         if init_scale == "backbone":
             self.item_embedding.scale_initial_rows(reference_std)
+        if self.item_embedding.cold_residual != "learned":
+            self.item_embedding.set_untrained_items(item_popularity(dataset) == 0)
         self._residual_weight_decay = config["item_residual_weight_decay"]
 
     def optimizer_parameter_groups(self):

@@ -119,6 +119,9 @@ def shared_table(embedding):
     return embedding.shared_table() if isinstance(embedding, ItemTable) else contextlib.nullcontext()
 
 
+COLD_RESIDUALS = ("learned", "zero", "neighbours")
+
+
 class LLMItemEmbedding(ItemTable):
     """Frozen LLM item table followed by a trainable projector (GenAIR eqs. 7-8).
 
@@ -129,10 +132,17 @@ class LLMItemEmbedding(ItemTable):
       initial table, and with it every initial score, is the paper's), with its own `residual_dropout`
       (on the residual rows, in training) and weight decay (`optimizer_parameter_groups`), so that
       behaviour can separate items whose texts the LLM vectors cannot tell apart.
+    - `cold_residual` (issue 32), with the residual: what an item without a training interaction (held out, or
+      added later from its text) has as its residual, the same in training, evaluation and `append_llm_rows`:
+      `learned` (its own row, trained only as a negative; an added item starts at zero), `zero` (its text alone),
+      `neighbours` (the weighted mean of its `cold_neighbours` nearest trained items' residuals in LLM space).
+      `cold_item_dropout` gives a random share of the trained items that row at each training step (DropoutNet's
+      idea on the residual only), so what the model learns also holds for items it will only know by their text.
     """
 
     def __init__(self, llm_table, embedding_size, projector_hidden_size=None, n_extra_tokens=0, center=False,
-                 residual=False, residual_dropout=0.0):
+                 residual=False, residual_dropout=0.0, cold_residual="learned", cold_neighbours=10,
+                 cold_item_dropout=0.0):
         super().__init__(llm_table.size(0), embedding_size)
         self.register_buffer("llm_table", llm_table.float())
         self.projector = MLPProjector(llm_table.size(1), embedding_size, projector_hidden_size)
@@ -140,15 +150,80 @@ class LLMItemEmbedding(ItemTable):
         self.residual_dropout = float(residual_dropout or 0.0)
         # zeros draw no random numbers: the projector and every later layer initialise as without it
         self.residual = nn.Parameter(torch.zeros(llm_table.size(0) - 1, embedding_size)) if residual else None
+        if cold_residual not in COLD_RESIDUALS:
+            raise ValueError(f"cold_residual must be one of {', '.join(COLD_RESIDUALS)}, not {cold_residual!r}; set it "
+                             f"in YAML or with --cold_residual")
+        self.cold_residual = cold_residual if self.residual is not None else "learned"
+        if cold_residual != "learned" and self.residual is None:
+            raise ValueError(f"cold_residual: {cold_residual} sets the residual of items without a training "
+                             f"interaction: it needs item_residual: True")
+        self.cold_neighbours = int(cold_neighbours) if self.cold_residual == "neighbours" else 0
+        self.cold_item_dropout = float(cold_item_dropout or 0.0)
+        if not 0.0 <= self.cold_item_dropout < 1.0:
+            raise ValueError(f"cold_item_dropout must be in [0, 1), not {cold_item_dropout}")
+        if self.cold_item_dropout and self.cold_residual == "learned":
+            raise ValueError("cold_item_dropout trains items as cold_residual builds an untrained item's row: set "
+                             "cold_residual: zero or neighbours (and item_residual: True)")
+        if self.cold_residual != "learned":
+            self.register_buffer("cold_rows", torch.zeros(0, dtype=torch.long))
+            self.register_buffer("neighbour_rows", torch.zeros(0, self.cold_neighbours, dtype=torch.long))
+            self.register_buffer("neighbour_weights", torch.zeros(0, self.cold_neighbours))
         self._append_extra_tokens(n_extra_tokens)
 
+    def set_untrained_items(self, untrained):
+        """The items without a training interaction (a boolean mask over the item ids, padding first), whose
+        residual `cold_residual` sets: zero, or the weighted mean of their nearest trained items' (`text_neighbours`)."""
+        if self.cold_residual == "learned":
+            return
+        rows = torch.as_tensor(untrained, dtype=torch.bool)[1:self.n_items].nonzero().flatten()
+        trained = torch.ones(self.n_items - 1, dtype=torch.bool).index_fill(0, rows, False)
+        self._add_cold_rows(rows, trained)
+        if self.cold_item_dropout and self.cold_neighbours:
+            # what a trained item dropped in training gets: its own neighbours among the other trained items
+            index, weights = text_neighbours(self.llm_table[1:], trained.nonzero().flatten(), trained, self.cold_neighbours)
+            full_index = torch.zeros(self.n_items - 1, index.size(1), dtype=torch.long)
+            full_weights = torch.zeros(self.n_items - 1, index.size(1))
+            full_index[trained], full_weights[trained] = index, weights
+            self.register_buffer("dropout_neighbour_rows", full_index, persistent=False)
+            self.register_buffer("dropout_neighbour_weights", full_weights, persistent=False)
+
+    def _add_cold_rows(self, rows, trained):
+        self.cold_rows = torch.cat([self.cold_rows, rows.to(self.cold_rows)])
+        self._table = None
+        if not self.cold_neighbours or not len(rows):
+            return
+        index, weights = text_neighbours(self.llm_table[1:], rows, trained, self.cold_neighbours)
+        self.neighbour_rows = torch.cat([self.neighbour_rows, index.to(self.neighbour_rows)])
+        self.neighbour_weights = torch.cat([self.neighbour_weights, weights.to(self.neighbour_weights)])
+        self._table = None
+
+    def _simulate_cold_items(self, residual):
+        """`cold_item_dropout`: a fresh random share of the items gets, this step, the residual an untrained item
+        would have (zero, or its trained neighbours'), so the projector learns rows that stand on their text."""
+        drop = torch.rand(residual.size(0), device=residual.device) < self.cold_item_dropout
+        if self.cold_residual == "neighbours":
+            replacement = (self.dropout_neighbour_weights.unsqueeze(-1) * residual[self.dropout_neighbour_rows]).sum(1)
+        else:
+            replacement = torch.zeros_like(residual)
+        return torch.where(drop.unsqueeze(-1), replacement, residual)
+
     def append_llm_rows(self, rows):
-        """Items added after training: their frozen rows (the projector's input) and a zero residual."""
+        """Items added after training: their frozen rows (the projector's input) and a zero residual
+        (`cold_residual: neighbours`: their text neighbours' among the trained items, as in training)."""
         rows = rows.to(self.llm_table)
         self.llm_table = torch.cat([self.llm_table, rows])
         if self.residual is not None:
             self.residual = nn.Parameter(torch.cat([self.residual.detach(), self.residual.new_zeros(len(rows), self.embedding_size)]))
+        old = self.n_items - 1
         self.n_items += len(rows)
+        if self.cold_residual != "learned":
+            trained = torch.ones(self.n_items - 1, dtype=torch.bool)
+            trained[self.cold_rows] = False
+            trained[old:] = False
+            self._add_cold_rows(torch.arange(old, self.n_items - 1), trained)
+            if hasattr(self, "dropout_neighbour_rows"):  # added items are never dropped: they have no trained residual
+                self.dropout_neighbour_rows = torch.cat([self.dropout_neighbour_rows, self.dropout_neighbour_rows.new_zeros(len(rows), self.dropout_neighbour_rows.size(1))])
+                self.dropout_neighbour_weights = torch.cat([self.dropout_neighbour_weights, self.dropout_neighbour_weights.new_zeros(len(rows), self.dropout_neighbour_weights.size(1))])
         self._table = None
 
     def scale_initial_rows(self, target_std):
@@ -161,8 +236,46 @@ class LLMItemEmbedding(ItemTable):
         if self.center:
             rows = rows - rows.mean(dim=0, keepdim=True)
         if self.residual is not None:
-            rows = rows + F.dropout(self.residual, self.residual_dropout, self.training)
+            residual = self.residual
+            if self.cold_residual == "zero":
+                residual = residual.index_fill(0, self.cold_rows, 0.0)
+            elif self.cold_residual == "neighbours" and len(self.cold_rows):
+                mixed = (self.neighbour_weights.unsqueeze(-1) * residual[self.neighbour_rows]).sum(1)
+                residual = residual.index_copy(0, self.cold_rows, mixed)
+            if self.training and self.cold_item_dropout:
+                residual = self._simulate_cold_items(residual)
+            rows = rows + F.dropout(residual, self.residual_dropout, self.training)
         return rows
+
+
+def text_neighbours(vectors, rows, trained, k, chunk=2048):
+    """For each of `rows` (indices into `vectors`), its `k` nearest `trained` rows by cosine (never itself) and
+    their weights: the cosines clamped at zero and normalised to sum to one (equal weights when none is positive).
+
+    Returns `(len(rows) x k` indices, `len(rows) x k` weights); computed `chunk` rows at a time.
+    """
+    candidates = trained.nonzero().flatten()
+    k = min(k, len(candidates) - 1 if bool(trained[rows].any()) else len(candidates))
+    if k < 1:
+        raise ValueError("cold_residual: neighbours found no trained item to take residuals from")
+    unit = F.normalize(vectors.float(), dim=-1)
+    position = torch.full((len(vectors),), -1, dtype=torch.long)
+    position[candidates] = torch.arange(len(candidates))
+    indices, weights = [], []
+    for start in range(0, len(rows), chunk):
+        part = rows[start:start + chunk]
+        cosine = unit[part] @ unit[candidates].t()
+        own = position[part]
+        mine = (own >= 0).nonzero().flatten()
+        cosine[mine, own[mine]] = float("-inf")
+        top, index = cosine.topk(k, dim=1)
+        w = top.clamp_min(0.0)
+        total = w.sum(1, keepdim=True)
+        weights.append(torch.where(total > 0, w / total.clamp_min(1e-12), torch.full_like(w, 1.0 / k)))
+        indices.append(candidates[index])
+    if not indices:
+        return torch.zeros(0, k, dtype=torch.long), torch.zeros(0, k)
+    return torch.cat(indices), torch.cat(weights)
 
 
 class NormalizedLLMItemEmbedding(LLMItemEmbedding):
