@@ -10,7 +10,7 @@ import recbole_genair.evaluation  # noqa: F401  (registers the group metrics bef
 from recbole_genair.config_keys import ConfigKeyError, check_config_keys
 from recbole_genair.distributed import init_cpu_process_group, use_cuda
 from recbole_genair.model.all_positions import TrainModeError, train_objective
-from recbole_genair.paths import DATASET_DIR, PACKAGE_ROOT, PROPS_DIR  # noqa: F401  (also imported from here)
+from recbole_genair.paths import DATASET_DIR, PROPS_DIR, shipped_props_file  # noqa: F401  (also imported from here)
 from recbole_genair.utils import get_model
 
 RECBOLE_PROPS_DIR = Path(recbole.__file__).resolve().parent / "properties"
@@ -57,6 +57,7 @@ class Config(RecBoleConfig):
     def _load_config_files(self, file_list):
         settings = {}
         for file in file_list or []:
+            file = shipped_props_file(file)
             with open(file, "r", encoding="utf-8") as f:
                 try:
                     values = yaml.load(f.read(), Loader=self.yaml_loader)

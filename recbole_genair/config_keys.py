@@ -12,7 +12,7 @@ from pathlib import Path
 import recbole
 import yaml
 
-from recbole_genair.paths import PACKAGE_ROOT, PROPS_DIR
+from recbole_genair.paths import PACKAGE_DIR, PROPS_DIR
 
 # `config["key"]`, `config_dict["key"]`, `self.config['key']` in library code
 _READ = re.compile(r"config(?:_dict)?\[\s*[\"']([A-Za-z_][A-Za-z0-9_]*)[\"']\s*\]")
@@ -55,7 +55,7 @@ def known_config_keys():
     recbole_dir = Path(recbole.__file__).resolve().parent
     keys = _yaml_keys(recbole_dir / "properties") | _code_keys(recbole_dir) | _DYNAMIC
     keys |= _yaml_keys(PROPS_DIR / "model") | _yaml_keys(PROPS_DIR / "dataset") | _yaml_keys(PROPS_DIR / "protocol")
-    keys |= _yaml_keys_in(PROPS_DIR / "overall.yaml") | _code_keys(PACKAGE_ROOT / "recbole_genair")
+    keys |= _yaml_keys_in(PROPS_DIR / "overall.yaml") | _code_keys(PACKAGE_DIR)
     return frozenset(keys)
 
 

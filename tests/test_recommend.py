@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -203,6 +204,33 @@ def test_the_command_prints_raw_ids_and_scores_and_exports(trained, tmp_path):
         assert [r[2] for r in rows] == list(result.items) and [r[1] for r in rows] == ["1", "2", "3", "4"]
         assert [float(r[3]) for r in rows] == pytest.approx(list(result.scores), rel=1e-5)
     assert json.loads((tmp_path / "out" / "item_ids.json").read_text())["item_ids"] == list(recommender.item_ids)
+
+
+def test_the_console_script_exits_zero_and_prints_the_same(trained, tmp_path):
+    """`recbole-genair-recommend` as setup.cfg installs it: `sys.exit(console.recommend())` succeeds."""
+    checkpoint, _ = trained("SASRecGenAIR")
+    args = ["--checkpoint=" + str(checkpoint), "--history=42,46,7", "--k=4"]
+    script = ("import sys; from recbole_genair.commands.console import recommend; "
+              f"sys.argv = ['recbole-genair-recommend'] + {args!r}; sys.exit(recommend())")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    module = subprocess.run([sys.executable, "-m", "recbole_genair.recommend", *args], capture_output=True, text=True,
+                            cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == module.stdout and done.stdout.count("\n") == 5
+
+
+def test_every_console_script_is_a_function_of_the_console_module():
+    import configparser
+    import importlib
+
+    parser = configparser.ConfigParser()
+    parser.read(Path(__file__).resolve().parent.parent / "setup.cfg")
+    scripts = [line.split("=") for line in parser["options.entry_points"]["console_scripts"].strip().splitlines()]
+    assert len(scripts) == 5
+    for name, target in scripts:
+        module, function = target.strip().split(":")
+        assert module == "recbole_genair.commands.console", name
+        assert callable(getattr(importlib.import_module(module), function))
 
 
 def test_the_command_reports_bad_input_as_an_error_line(trained):
