@@ -70,3 +70,21 @@ def test_settings_from_the_command_line():
     assert settings == {"nproc": 2, "world_size": 2, "offset": 0, "ip": "127.0.0.1", "port": 29511}
     with pytest.raises(SystemExit, match="--ip"):
         distributed_settings(["--nproc=2", "--world_size=4"])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--nproc=0"], r"--nproc=0: give at least 1 process"),
+    (["--nproc=-2"], r"--nproc=-2: give at least 1 process"),
+    (["--nproc=two"], r"--nproc=two: give a whole number"),
+    (["--nproc=2", "--world_size=four"], r"--world_size=four: give a whole number"),
+])
+def test_process_counts_that_cannot_run_are_refused_by_name(flags, message):
+    """Issue 34: --nproc=0 and -2 trained on one process silently; --nproc=two gave a bare int() error."""
+    with pytest.raises(SystemExit, match=message):
+        distributed_settings(flags)
+
+
+def test_config_files_are_separated_by_any_run_of_spaces():
+    from recbole_genair.commands.train import split_config_files
+    assert split_config_files("a.yaml  b.yaml ") == ["a.yaml", "b.yaml"]
+    assert split_config_files(None) is None and split_config_files("  ") is None

@@ -26,20 +26,29 @@ class RankFailed(RuntimeError):
 def distributed_settings(cmd_args):
     """{nproc, world_size, offset, ip, port} from `--key=value` pairs, or None for a one-process run."""
     given = dict(a[2:].split("=", 1) for a in cmd_args if a.startswith("--") and "=" in a)
-    nproc = int(given.get("nproc", 1))
-    world = int(given.get("world_size", nproc))
-    if nproc <= 1 and world <= 1:
-        return None
+    nproc = _count(given, "nproc", 1)
+    world = _count(given, "world_size", nproc)
     if nproc < 1:
-        raise SystemExit(f"error: --nproc={nproc}: give at least 1 process for this host")
+        raise SystemExit(f"error: --nproc={given['nproc']}: give at least 1 process for this host")
+    if nproc == 1 and world <= 1:
+        return None
     if world < nproc:
         raise SystemExit(f"error: --nproc={nproc} processes here cannot be more than --world_size={world} in all")
-    offset = int(given.get("offset", 0))
+    offset = _count(given, "offset", 0)
     if world > nproc and "ip" not in given:
         raise SystemExit("error: a run over several hosts (--world_size > --nproc) needs --ip (and --port) of the "
                          "host that runs rank 0, the same on every host")
     return {"nproc": nproc, "world_size": world, "offset": offset, "ip": given.get("ip", "127.0.0.1"),
             "port": int(given.get("port") or _free_port())}
+
+
+def _count(given, key, default):
+    """`--key` as a whole number, or a `SystemExit` that names the flag and what it got."""
+    value = given.get(key, default)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise SystemExit(f"error: --{key}={value}: give a whole number (e.g. --{key}=2)") from None
 
 
 def _free_port():

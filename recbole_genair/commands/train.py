@@ -93,10 +93,15 @@ def check_flags(args, rest):
                          f"give --seeds={seed.split('=', 1)[1]}, for this one seed")
 
 
+def split_config_files(value):
+    """`--config_files` as a list of files: any run of spaces separates two (None when not given)."""
+    return value.split() or None if value else None
+
+
 def main(argv=None):
     """Parse `argv` (default `sys.argv[1:]`) and run, compare, tabulate an ablation or tune."""
     args, rest = parse_args(sys.argv[1:] if argv is None else argv)
-    config_files = args.config_files.strip().split(" ") if args.config_files else None
+    config_files = split_config_files(args.config_files)
     seeds = args.seeds or "3"
     extra = [m for m in (args.extra_test_modes or "").split(",") if m]
     if args.compare:
