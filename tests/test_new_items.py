@@ -219,6 +219,14 @@ def test_the_command_adds_the_items_and_writes_a_new_checkpoint(world, tmp_path,
     np.testing.assert_allclose(rec.score(HISTORIES), direct.score(HISTORIES), rtol=1e-5, atol=1e-6)
     with pytest.raises(SystemExit, match="--output is the checkpoint read"):
         main([f"--checkpoint={checkpoint}", f"--items={world['new']}", f"--output={checkpoint}"])
+    # issue 34: an existing file is never replaced unless asked, and nothing is loaded before saying so
+    other = tmp_path / "other.pth"
+    other.write_bytes(b"someone else's model")
+    with pytest.raises(SystemExit, match=r"--output=.*other.pth exists: give a new file, or --overwrite"):
+        main([f"--checkpoint={checkpoint}", f"--items={world['new']}", f"--output={other}"])
+    assert other.read_bytes() == b"someone else's model"
+    assert main([f"--checkpoint={checkpoint}", f"--items={world['new']}", f"--output={other}", "--overwrite"]) == other
+    assert Recommender.load(other).item_ids[-3:] == ("n1", "n2", "n3")
     with pytest.raises(SystemExit, match="error: SASRecLLMInit cannot add items"):
         main([f"--checkpoint={world['trained']('SASRecLLMInit')}", f"--items={world['new']}",
               f"--output={tmp_path / 'x.pth'}"])

@@ -176,3 +176,16 @@ def test_adding_items_without_the_stored_basis_is_refused_with_the_fix(server):
     answer = server.post("/items", json={"items": [{"id": "n1", "fields": {"title": "Pen"}}]})
     assert answer.status_code == 400 and "without the PCA basis" in answer.json()["detail"] and "--itememb" in answer.json()["detail"]
     assert server.get("/metadata").json()["n_items"] == n
+
+
+def test_an_existing_added_checkpoint_is_not_replaced_unless_asked(tmp_path):
+    """Issue 34: `serve --added_checkpoint=<an existing file>` overwrote it at the first POST /items."""
+    from recbole_genair.commands.serve import main
+
+    existing = tmp_path / "kept.pth"
+    existing.write_bytes(b"kept")
+    with pytest.raises(SystemExit, match=r"--added_checkpoint=.*kept.pth exists: give a new file, or --overwrite"):
+        main([f"--checkpoint={tmp_path / 'model.pth'}", f"--added_checkpoint={existing}"])
+    with pytest.raises(SystemExit, match="--added_checkpoint is the checkpoint read"):
+        main([f"--checkpoint={existing}", f"--added_checkpoint={existing}", "--overwrite"])
+    assert existing.read_bytes() == b"kept"

@@ -6,14 +6,14 @@
 `--items` is an `.item` file (RecBole atomic format, the dataset's fields) with one row per new item. Their
 archetypes and vectors are made with the settings, LLM and PCA basis of the `.itememb` the model was trained
 on (`--itememb` if it moved; `--llm_model` if the same LLM now lies elsewhere), the trained projector maps them
-into the item table, and the extended model is written to `--output` (never over the checkpoint read).
+into the item table, and the extended model is written to `--output` (a new file; `--overwrite` to replace one).
 Prints one line per new item: its id and archetype.
 """
 import sys
 from pathlib import Path
 
 from recbole_genair.archetype.new_items import ItemEmbedder, read_new_items
-from recbole_genair.commands.recommend import checkpoint_parser
+from recbole_genair.commands.recommend import check_new_output, checkpoint_parser
 from recbole_genair.data.files import DatasetFilesError
 from recbole_genair.data.itememb import itememb_path
 from recbole_genair.recommender import Recommender
@@ -23,6 +23,7 @@ def parse_args(argv):
     parser = checkpoint_parser("python -m recbole_genair.add_items", "Add items from their text to")
     parser.add_argument("--items", required=True, help=".item file of the new items (the dataset's fields)")
     parser.add_argument("--output", required=True, help="the new checkpoint to write (not the one read)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     parser.add_argument("--itememb", default=None,
                         help="the .itememb the model was trained on (default: where it was at training)")
     parser.add_argument("--llm_model", default=None,
@@ -39,8 +40,7 @@ def trained_itememb(recommender, given=None):
 def main(argv=None):
     """Parse `argv` (default `sys.argv[1:]`), add the items, write the new checkpoint; returns its path."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if Path(args.output).resolve() == Path(args.checkpoint).resolve():
-        raise SystemExit("error: --output is the checkpoint read: give a new file, so that the trained model is kept")
+    check_new_output(args.output, "--output", args.checkpoint, args.overwrite)
     try:
         recommender = Recommender.load(args.checkpoint, data_path=args.data_path, threads=args.threads)
         embedder = ItemEmbedder(trained_itememb(recommender, args.itememb), llm_model=args.llm_model)

@@ -9,6 +9,7 @@ Prints one tab-separated line per recommended item (history number from 0, rank,
 """
 import argparse
 import sys
+from pathlib import Path
 
 from recbole_genair.data.files import DatasetFilesError
 from recbole_genair.recommender import Recommender
@@ -30,6 +31,17 @@ def checkpoint_parser(prog, does):
     parser.add_argument("--threads", default=None,
                         help="PyTorch threads (default: the machine's cores shared among the package's processes)")
     return parser
+
+
+def check_new_output(path, flag, checkpoint, overwrite=False):
+    """Refuse (`SystemExit`, before any work) an output file that is the checkpoint read, or one that exists
+    unless `overwrite`: a command never writes over a file it was not told it may replace."""
+    if not path:
+        return
+    if Path(path).resolve() == Path(checkpoint).resolve():
+        raise SystemExit(f"error: {flag} is the checkpoint read: give a new file, so that the trained model is kept")
+    if Path(path).exists() and not overwrite:
+        raise SystemExit(f"error: {flag}={path} exists: give a new file, or --overwrite to replace it")
 
 
 def parse_args(argv):

@@ -8,9 +8,8 @@ Loads the checkpoint once (as `Recommender.load`), then answers `POST /recommend
 extra: `pip install "recbole-genair[serve]"`.
 """
 import sys
-from pathlib import Path
 
-from recbole_genair.commands.recommend import checkpoint_parser
+from recbole_genair.commands.recommend import check_new_output, checkpoint_parser
 from recbole_genair.data.files import DatasetFilesError
 from recbole_genair.recommender import Recommender
 
@@ -28,6 +27,7 @@ def parse_args(argv):
     parser.add_argument("--llm_model", default=None, help="where the archetype run's LLM is now, if it moved")
     parser.add_argument("--added_checkpoint", default=None,
                         help="save the model here after each POST /items (a new file, not the one served)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --added_checkpoint if it exists")
     return parser.parse_args(argv)
 
 
@@ -53,12 +53,11 @@ def main(argv=None):
     except ImportError as err:
         raise SystemExit(f"error: serving needs FastAPI and uvicorn ({err}): "
                          f"pip install \"recbole-genair[serve]\"") from None
+    check_new_output(args.added_checkpoint, "--added_checkpoint", args.checkpoint, args.overwrite)
     try:
         recommender = Recommender.load(args.checkpoint, data_path=args.data_path, threads=args.threads)
     except (ValueError, DatasetFilesError) as err:  # the package's errors for people: checkpoint, data
         raise SystemExit(f"error: {err}") from None
-    if args.added_checkpoint and Path(args.added_checkpoint).resolve() == Path(args.checkpoint).resolve():
-        raise SystemExit("error: --added_checkpoint is the checkpoint served: give a new file")
     embedder, why_not = item_embedder(recommender, args.itememb, args.llm_model)
     print(f"serving {recommender!r} on http://{args.host}:{args.port} (docs at /docs)", file=sys.stderr, flush=True)
     uvicorn.run(create_app(recommender, embedder, args.added_checkpoint, why_not), host=args.host, port=args.port, log_level=args.log_level)
