@@ -252,6 +252,10 @@ def test_post_items_over_http_adds_recommendable_items_and_saves_them(world, tmp
         assert again.status_code == 400 and "already in the catalogue" in again.json()["detail"]
         empty = client.post("/items", json={"items": [{"id": "n7", "fields": {"price": 3}}]})
         assert empty.status_code == 400 and "no text in the prompt fields" in empty.json()["detail"]
+        # issue 34: a misspelt field was dropped silently and the item added from its title alone
+        typo = client.post("/items", json={"items": [{"id": "n8", "fields": {"title": "Pen", "brnad": "Lumo"}}]})
+        assert typo.status_code == 400 and "'brnad' is not a field" in typo.json()["detail"]
+        assert "did you mean 'brnad' -> 'brand'" in typo.json()["detail"]
         assert client.post("/items", json={"item": []}).status_code == 422
         assert client.get("/metadata").json()["n_items"] == n + 2
     # the items the service added, with the scores it gave, survive a restart on the saved checkpoint
@@ -306,3 +310,18 @@ def test_an_extended_checkpoint_loads_without_its_itememb(world, tmp_path):
         shutil.move(moved, folder / "arch.itememb")
     assert again.item_ids == rec.item_ids
     np.testing.assert_allclose(again.score(HISTORIES + [["n3"]]), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_fields_the_dataset_did_not_have_are_refused_before_the_llm_loads(world, tmp_path):
+    """A new-items file or dict with a column the .item had not: named, with the close field, nothing embedded."""
+    from recbole_genair.archetype.new_items import ItemEmbedder, NewItemsError
+
+    embedder = ItemEmbedder(world["itememb"])
+    with pytest.raises(NewItemsError, match=r"'colour' is not a field of the .item .*item_id, title, category, brand, price"):
+        embedder.embed({"x1": {"title": "Pen", "colour": "red"}})
+    bad = tmp_path / "bad.item"
+    bad.write_text("item_id:token\ttitle:token_seq\tcategroy:token_seq\nx2\tPen\tWriting\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"'categroy' is not a field.*did you mean 'categroy' -> 'category'"):
+        from recbole_genair.commands.add_items import main
+        main([f"--checkpoint={world['trained']('SASRecGenAIR')}", f"--items={bad}", f"--output={tmp_path / 'o.pth'}"])
+    assert embedder._llm is None  # refused before the LLM was loaded

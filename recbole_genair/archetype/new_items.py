@@ -9,6 +9,7 @@ never a new fit: its vector lands in the space the trained projector reads.
     embedder = ItemEmbedder("~/data/amazon-office/amazon-office.itememb")   # the LLM loaded once
     vectors = embedder.embed({"B0NEW": {"title": "Recycled paper ream", "brand": "Lumo"}})
 """
+import difflib
 import json
 import logging
 from dataclasses import dataclass
@@ -139,6 +140,19 @@ class ItemEmbedder:
             self._llm = model, tokenizer, device, generator
         return self._llm
 
+    def _check_fields(self, given, run_fields, where):
+        """Refuse fields the dataset's .item did not have (a misspelt 'brnad' would silently leave the prompt)."""
+        if not run_fields:  # an .itememb written before its fields were recorded
+            return
+        unknown = [f for f in given if f not in run_fields]
+        if unknown:
+            hints = [f"{f!r} -> {close[0]!r}" for f in unknown for close in [difflib.get_close_matches(f, run_fields, 1)] if close]
+            raise NewItemsError(
+                f"{where}: {', '.join(repr(f) for f in unknown)} {'is not a field' if len(unknown) == 1 else 'are not fields'} "
+                f"of the .item the model's vectors were made from ({', '.join(run_fields)})"
+                f"{'; did you mean ' + ', '.join(hints) if hints else ''}. Rename or drop "
+                f"{'it' if len(unknown) == 1 else 'them'}: new items are prompted from those fields only.")
+
     def embed(self, rows, header=None, where="the new items"):
         """`NewItemVectors` of rows given as {raw id: {field: text}} (the `.item` fields, without their types)."""
         settings = self.settings
@@ -146,10 +160,13 @@ class ItemEmbedder:
             raise NewItemsError(f"{where}: no items given")
         rows = {str(item): {str(k): "" if v is None else str(v) for k, v in fields.items()}
                 for item, fields in rows.items()}
+        run_fields = list(self.meta.get("item_fields") or [])
+        given = list(dict.fromkeys([f for fields in rows.values() for f in fields] + list(header or [])))
         if header is None:  # rows without a file: the fields of the dataset's .item, as the run read them
-            given = [f for fields in rows.values() for f in fields]
-            header = list(dict.fromkeys(list(self.meta.get("item_fields") or []) + given))
-        table = ItemTable(ids=list(rows), fields=rows, header=header, path=Path(where))
+            header = list(dict.fromkeys(run_fields + given))
+        self._check_fields(given, run_fields, where)
+        # the run's prompt: its field map, recognised from the dataset's .item header as the run did
+        table = ItemTable(ids=list(rows), fields=rows, header=header if not run_fields else run_fields, path=Path(where))
         try:
             field_map = resolve_field_map(settings, table)
         except (SettingsError, ValueError) as err:
