@@ -50,13 +50,25 @@ def _code_keys(folder):
 
 
 @functools.lru_cache(maxsize=1)
-def known_config_keys():
-    """Every setting of RecBole 1.2.1 and of this package (a frozenset, computed once)."""
+def _keys():
+    """(every setting a run reads, the archetype preprocessor's own settings), computed once."""
     recbole_dir = Path(recbole.__file__).resolve().parent
     keys = _yaml_keys(recbole_dir / "properties") | _code_keys(recbole_dir) | _DYNAMIC
-    keys |= _yaml_keys(PROPS_DIR / "model") | _yaml_keys(PROPS_DIR / "dataset") | _yaml_keys(PROPS_DIR / "protocol")
+    keys |= _yaml_keys(PROPS_DIR / "model") | _yaml_keys(PROPS_DIR / "dataset")
     keys |= _yaml_keys_in(PROPS_DIR / "overall.yaml") | _code_keys(PACKAGE_DIR)
-    return frozenset(keys)
+    archetype = frozenset(_yaml_keys_in(PROPS_DIR / "archetype.yaml") - keys)
+    # props/protocol holds presets for both steps: its archetype keys are not a training run's
+    return frozenset(keys | (_yaml_keys(PROPS_DIR / "protocol") - archetype)), archetype
+
+
+def known_config_keys():
+    """Every setting of RecBole 1.2.1 and of this package that a run reads (a frozenset)."""
+    return _keys()[0]
+
+
+def archetype_keys():
+    """Settings only the archetype preprocessor reads (`props/archetype.yaml`: prompt, LLM, generation)."""
+    return _keys()[1]
 
 
 def closest_keys(key, known, n=3):
@@ -79,6 +91,9 @@ def check_config_keys(sources, known=None):
                 continue
             close = closest_keys(str(key), known)
             hint = f"did you mean {' or '.join(close)}?" if close else "no known setting is close"
+            if key in archetype_keys():
+                hint = ("a setting of the archetype step (props/archetype.yaml), not of training: give it to "
+                        "`python -m recbole_genair.archetype`")
             problems.append(f"  {key!r} ({where}): {hint}")
     if problems:
         raise ConfigKeyError(

@@ -119,3 +119,13 @@ def test_bce_is_refused_for_bert4rec_saying_why(tmp_path):
 def test_presets_are_yaml_mappings():
     for preset in (PRESET, ARCHETYPE_PRESET):
         assert isinstance(yaml.safe_load(preset.read_text()), dict)
+
+
+def test_the_archetype_preset_is_refused_by_a_training_run(tmp_path):
+    """Issue 34: props/protocol's archetype keys counted as known, so a training run took the file and ignored it."""
+    from recbole_genair.config_keys import ConfigKeyError
+
+    with pytest.raises(ConfigKeyError, match=r"'max_new_tokens' \(in .*genair-paper-archetype.yaml\): a setting of the "
+                                             r"archetype step .*python -m recbole_genair.archetype"):
+        Config("SASRecGenAIR", config_file_list=[str(ARCHETYPE_PRESET)], config_dict=tiny_config(tmp_path))
+    Config("SASRecGenAIR", config_file_list=[str(PRESET)], config_dict=tiny_config(tmp_path))  # training's preset: taken
