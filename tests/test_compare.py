@@ -245,6 +245,19 @@ def test_a_model_with_fewer_seeds_says_so_and_has_no_std():
     assert "| SASRec | 0.1100 ± 0.0100 |" in table
 
 
+def test_a_comparison_split_by_seed_reports_every_seed_finished(tmp_path):
+    """Issue 34: processes given one seed each wrote a table of their own seed; the last now reports all."""
+    from recbole_genair.evaluation.compare import finished_seeds
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for name in ("SASRec-seed2020", "SASRecGenAIR-seed2020", "SASRec-seed2021", "SASRecGenAIR-seed2021",
+                 "SASRec-seed2022", "GRU4Rec-seed2023", "SASRec-seed2022.lock"):  # 2022: one model only
+        (runs / f"{name}.json").write_text("{}")
+    assert finished_seeds(tmp_path, ["SASRec", "SASRecGenAIR"], [2021]) == [2020, 2021]
+    assert finished_seeds(tmp_path, ["SASRec"], [2024]) == [2020, 2021, 2022, 2024]
+
+
 @pytest.fixture(scope="module")
 def comparison(tmp_path_factory):
     """SASRec and SASRecGenAIR over seeds 2020 and 2021 on the tiny dataset, with a uni100 table; run once."""

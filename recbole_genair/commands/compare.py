@@ -13,7 +13,7 @@ import logging
 import os
 from pathlib import Path
 
-from recbole_genair.evaluation.compare import analyse, parse_seeds, write_report
+from recbole_genair.evaluation.compare import analyse, finished_seeds, parse_seeds, write_report
 from recbole_genair.evaluation.group_metrics import GROUP_METRICS
 from recbole_genair.locking import LockHeld, ProcessLock, describe_holder
 from recbole_genair.processes import run_in_processes
@@ -48,7 +48,8 @@ def run_comparison(models, dataset, seeds, output, config_file_list=None, config
     else:
         job[5]["threads"] = threads_per_process(workers, given_threads(config_file_list, base, cmd_args), "workers")
         run_workers(job, workers)
-    return write_report(output, models, seeds, extra_test_modes)
+    # a comparison split by seed over several processes: the last to end reports every seed finished
+    return write_report(output, models, finished_seeds(output, models, seeds), extra_test_modes)
 
 
 class WorkerFailed(RuntimeError):

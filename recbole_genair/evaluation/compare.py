@@ -110,6 +110,17 @@ def parse_seeds(seeds):
     return [2020 + i for i in range(count)]
 
 
+def finished_seeds(output, models, seeds):
+    """`seeds`, plus every seed for which each of `models` has a finished run in `output` (e.g. trained by
+    another process of a comparison split by seed), in ascending order."""
+    found = {}
+    for path in (Path(output) / "runs").glob("*-seed*.json"):
+        model, _, seed = path.stem.rpartition("-seed")
+        if model in models and seed.lstrip("-").isdigit():
+            found.setdefault(int(seed), set()).add(model)
+    return sorted(set(seeds) | {seed for seed, done in found.items() if done >= set(models)})
+
+
 def load_runs(output, models, seeds):
     runs = {}
     for model in models:
