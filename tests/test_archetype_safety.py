@@ -83,6 +83,28 @@ def test_a_work_folder_in_use_is_refused_and_freed_when_its_holder_dies(tmp_path
     run_archetype(settings)  # and a finished run released its own
 
 
+HOLD_OUTPUT = HOLD_LOCK.replace("WorkLock", "OutputLock")
+
+
+def test_two_runs_with_other_work_folders_cannot_write_one_itememb(tmp_path, tiny_llm_dir):
+    """Issue 34: runs with different --work_dir and one output folder both exited 0, the last one's file kept."""
+    folder = dataset_without_vectors(tmp_path, "shared")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_OUTPUT, str(folder / "shared.itememb")], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        other_work = settings_for(folder, tiny_llm_dir, work_dir=str(tmp_path / "elsewhere"))
+        with pytest.raises(SettingsError, match=rf"shared.itememb is being written by another run: process {holder.pid} "
+                                                 r".*another output_path"):
+            run_archetype(other_work)
+        assert not (folder / "shared.itememb").exists() and not (tmp_path / "elsewhere").exists()  # refused first
+        run_archetype(settings_for(folder, tiny_llm_dir, shard="0/2"))  # a shard writes no .itememb: not held up
+    finally:
+        stop(holder)
+    run_archetype(settings_for(folder, tiny_llm_dir, work_dir=str(tmp_path / "elsewhere")))
+    assert len(itememb_rows(folder / "shared.itememb")) == len(read_items(folder, "shared").ids)
+
+
 def test_shards_lock_their_own_folder_and_merge_locks_every_shard(tmp_path, tiny_llm_dir):
     folder = dataset_without_vectors(tmp_path, "parts")
     holder = hold_lock(folder / "parts.archetype-work" / "shard-0-of-2")

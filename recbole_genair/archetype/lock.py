@@ -33,6 +33,24 @@ class WorkLock(ProcessLock):
             ) from None
 
 
+class OutputLock(ProcessLock):
+    """The lock of one `.itememb` being written: two runs with other work folders would replace each other's file."""
+
+    def __init__(self, itememb):
+        super().__init__(Path(str(itememb) + ".lock"))
+        self.itememb = Path(itememb)
+
+    def acquire(self):
+        try:
+            return super().acquire()
+        except LockHeld as held:
+            raise SettingsError(
+                f"{self.itememb} is being written by another run: {describe_holder(held.holder)}. Its vectors would "
+                f"replace this run's (or the other way round). Wait for it to end, or give this run another "
+                f"output_path."
+            ) from None
+
+
 class HeldLocks:
     """The locks one run holds: each folder is locked once, and all are released when the run ends."""
 
@@ -43,6 +61,13 @@ class HeldLocks:
         key = lock_path(folder).resolve()
         if key not in self.locks:
             self.locks[key] = WorkLock(folder).acquire()
+
+    def hold_output(self, itememb):
+        """Lock the `.itememb` this run will write, for the whole run (taken before any work)."""
+        key = Path(str(itememb) + ".lock").resolve()
+        if key not in self.locks:
+            Path(itememb).parent.mkdir(parents=True, exist_ok=True)
+            self.locks[key] = OutputLock(itememb).acquire()
 
     def __enter__(self):
         return self

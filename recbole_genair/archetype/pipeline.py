@@ -200,6 +200,8 @@ def run_archetype(settings):
         "generated": 0, "prompt_tokens": 0, "archetype_tokens": 0, "empty_archetypes": [],
     }
     with HeldLocks() as locks:
+        if not settings.get("shard"):  # this run writes the .itememb: one run at a time, whatever its work_dir
+            locks.hold_output(Path(settings["output_path"]) / f"{settings['dataset']}.itememb")
         if not settings.get("merge") and not settings.get("pca_only"):
             if settings.get("shard"):
                 index, count = _parse_shard(settings["shard"])
