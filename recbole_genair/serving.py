@@ -18,6 +18,7 @@ A body that does not have this shape is answered 422 with FastAPI's list of what
 model cannot answer as asked (unknown ids, an empty history, k beyond the catalogue) is answered 400 with
 the `RecommendError` message. Neither changes the served model.
 """
+import logging
 import threading
 from typing import Dict, List, Literal, Union
 
@@ -101,10 +102,13 @@ def create_app(recommender, embedder=None, added_checkpoint=None, no_embedder_re
     """A FastAPI app that serves `recommender` (a `recbole_genair.recommender.Recommender`).
 
     `embedder`: an `ItemEmbedder` of the `.itememb` the model was trained on, for `POST /items` (None: items
-    cannot be added, and the endpoint says why: `no_embedder_reason`). `added_checkpoint`: after each addition the extended model
-    is saved there, so that a restart on it loses nothing.
+    cannot be added and the endpoint answers 503; `no_embedder_reason`, which may name the server's files, goes to
+    the server's log only). `added_checkpoint`: after each addition the extended model is saved there, so that a
+    restart on it loses nothing.
     """
     adding = threading.Lock()  # additions one at a time; recommendations go on meanwhile (snapshots)
+    if embedder is None and no_embedder_reason:
+        logging.getLogger(__name__).warning(f"POST /items is unavailable: {no_embedder_reason}")
     app = FastAPI(
         title="recbole-genair",
         version=__version__,
@@ -141,15 +145,19 @@ def create_app(recommender, embedder=None, added_checkpoint=None, no_embedder_re
         ]}
 
     @app.post("/items", response_model=AddItemsResponse,
-              responses={400: {"description": "items that cannot be added as asked (the message says why)"}})
+              responses={400: {"description": "items that cannot be added as asked (the message says why)"},
+                         503: {"description": "this service cannot add items (its model or its start-up settings)"}})
     def add_items(request: AddItemsRequest):
         try:
             recommender.check_can_add_items()
-            if embedder is None:
-                why = no_embedder_reason or "no .itememb given"
-                raise RecommendError(f"this service cannot make vectors for new items ({why}); start it with "
-                                     f"--itememb=<the .itememb the model was trained on, with its .itememb.json "
-                                     f"and .itememb.pca.npz>")
+        except RecommendError as err:  # the model has no text path: a property of the service, not of the request
+            raise HTTPException(status_code=503, detail=str(err)) from None
+        if embedder is None:  # the reason (with the server's file paths) is in the server's log, not in the answer
+            raise HTTPException(status_code=503, detail=(
+                "adding items is unavailable on this service: it was started without the archetype run that made "
+                "the model's vectors (its .itememb with the stored PCA basis); the server's log says what is missing, "
+                "and the operator restarts it with --itememb"))
+        try:
             rows = {str(item.id): item.fields for item in request.items}
             with adding:
                 recommender.check_new_ids([item.id for item in request.items])  # before the LLM runs

@@ -174,7 +174,9 @@ def test_adding_items_without_the_stored_basis_is_refused_with_the_fix(server):
     """The tiny dataset's .itememb was not written with a PCA basis: POST /items says how to get one; nothing changes."""
     n = server.get("/metadata").json()["n_items"]
     answer = server.post("/items", json={"items": [{"id": "n1", "fields": {"title": "Pen"}}]})
-    assert answer.status_code == 400 and "without the PCA basis" in answer.json()["detail"] and "--itememb" in answer.json()["detail"]
+    # issue 34: 503, and the server's file paths stay in its log
+    assert answer.status_code == 503 and "unavailable" in answer.json()["detail"] and "--itememb" in answer.json()["detail"]
+    assert "/" not in answer.json()["detail"].replace("/items", "")
     assert server.get("/metadata").json()["n_items"] == n
 
 
@@ -189,3 +191,17 @@ def test_an_existing_added_checkpoint_is_not_replaced_unless_asked(tmp_path):
     with pytest.raises(SystemExit, match="--added_checkpoint is the checkpoint read"):
         main([f"--checkpoint={existing}", f"--added_checkpoint={existing}", "--overwrite"])
     assert existing.read_bytes() == b"kept"
+
+
+def test_a_model_without_a_text_path_answers_503_to_post_items(tmp_path):
+    """Adding is a property of the service (its model), not of the request: 503, with the reason and no paths."""
+    from fastapi.testclient import TestClient
+
+    from recbole_genair.serving import create_app
+
+    with working_in(tmp_path):
+        checkpoint = run_recbole_genair("SASRec", config_dict=tiny_config(tmp_path), saved=True)["saved_model_file"]
+    client = TestClient(create_app(Recommender.load(checkpoint)))
+    answer = client.post("/items", json={"items": [{"id": "n1", "fields": {"title": "Pen"}}]})
+    assert answer.status_code == 503 and "SASRec cannot add items from their text" in answer.json()["detail"]
+    assert str(tmp_path) not in answer.json()["detail"]
