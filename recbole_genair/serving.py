@@ -18,6 +18,7 @@ A body that does not have this shape is answered 422 with FastAPI's list of what
 model cannot answer as asked (unknown ids, an empty history, k beyond the catalogue) is answered 400 with
 the `RecommendError` message. Neither changes the served model.
 """
+import json
 import logging
 import threading
 from typing import Dict, List, Literal, Union
@@ -98,13 +99,43 @@ class Metadata(BaseModel):
     version: str = Field(description="recbole_genair version of this service")
 
 
-def create_app(recommender, embedder=None, added_checkpoint=None, no_embedder_reason=None):
+class BodyLimit:
+    """ASGI middleware: a request body above `max_bytes` is refused (413) from its Content-Length before any of it is
+    read, and a POST without a Content-Length (a chunked body of unknown size) is refused (411), so memory stays
+    bounded whatever a client sends."""
+
+    def __init__(self, app, max_bytes):
+        self.app, self.max_bytes = app, int(max_bytes)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
+            length = dict(scope["headers"]).get(b"content-length")
+            if length is None:
+                return await _refuse(send, 411, "send the body with a Content-Length header")
+            if not length.isdigit() or int(length) > self.max_bytes:
+                return await _refuse(send, 413, f"the body is larger than this service takes ({self.max_bytes} bytes, "
+                                                f"--max_body_bytes): send fewer histories per request")
+        return await self.app(scope, receive, send)
+
+
+async def _refuse(send, status, detail):
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(recommender, embedder=None, added_checkpoint=None, no_embedder_reason=None, max_body_bytes=1_000_000,
+               max_histories=1024):
     """A FastAPI app that serves `recommender` (a `recbole_genair.recommender.Recommender`).
 
     `embedder`: an `ItemEmbedder` of the `.itememb` the model was trained on, for `POST /items` (None: items
     cannot be added and the endpoint answers 503; `no_embedder_reason`, which may name the server's files, goes to
     the server's log only). `added_checkpoint`: after each addition the extended model is saved there, so that a
-    restart on it loses nothing.
+    restart on it loses nothing. `max_body_bytes`: larger bodies are refused (413) before they are read;
+    `max_histories`: more histories in one request are refused (413). A history longer than the model reads is
+    trimmed to its most recent `max_history` items, as `Recommender.recommend` does.
     """
     adding = threading.Lock()  # additions one at a time; recommendations go on meanwhile (snapshots)
     if embedder is None and no_embedder_reason:
@@ -114,6 +145,7 @@ def create_app(recommender, embedder=None, added_checkpoint=None, no_embedder_re
         version=__version__,
         description=f"Top-k items for histories of raw item ids: {recommender!r}.",
     )
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
 
     @app.get("/health", response_model=Health)
     def health():
@@ -135,6 +167,9 @@ def create_app(recommender, embedder=None, added_checkpoint=None, no_embedder_re
     @app.post("/recommend", response_model=RecommendResponse,
               responses={400: {"description": "a request the model cannot answer as asked (the message says why)"}})
     def recommend(request: RecommendRequest):
+        if len(request.histories) > max_histories:
+            raise HTTPException(status_code=413, detail=f"{len(request.histories)} histories in one request; this "
+                                                        f"service takes at most {max_histories} (--max_histories)")
         try:
             results = recommender.recommend(request.histories, k=request.k, exclude_seen=request.exclude_seen,
                                             unknown=request.unknown)

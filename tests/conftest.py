@@ -170,7 +170,7 @@ def started_server(args, folder):
     log = open(folder / "server.log", "w+")
     process = subprocess.Popen([sys.executable, "-m", "recbole_genair.serve", *args, "--host=127.0.0.1", f"--port={port}"],
                                stdout=log, stderr=subprocess.STDOUT, cwd=folder)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300)  # the first POST /items loads the LLM: slow on a busy CPU
     try:
         deadline = time.monotonic() + 120
         while True:

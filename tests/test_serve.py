@@ -205,3 +205,33 @@ def test_a_model_without_a_text_path_answers_503_to_post_items(tmp_path):
     answer = client.post("/items", json={"items": [{"id": "n1", "fields": {"title": "Pen"}}]})
     assert answer.status_code == 503 and "SASRec cannot add items from their text" in answer.json()["detail"]
     assert str(tmp_path) not in answer.json()["detail"]
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory):
+    """A TestClient of the app on a one-epoch SASRec, with small limits."""
+    from fastapi.testclient import TestClient
+
+    from recbole_genair.serving import create_app
+
+    folder = tmp_path_factory.mktemp("limits")
+    with working_in(folder):
+        checkpoint = run_recbole_genair("SASRec", config_dict=tiny_config(folder), saved=True)["saved_model_file"]
+    return TestClient(create_app(Recommender.load(checkpoint), max_body_bytes=2000, max_histories=3))
+
+
+def test_a_body_above_the_limit_is_refused_before_it_is_read(limited):
+    """Issue 34: a 9.7 MB body took 215 s and 3 GB; now 413 from the Content-Length, and the service goes on."""
+    big = {"histories": [["1", "2", "3"]] * 400, "k": 5}
+    answer = limited.post("/recommend", json=big)
+    assert answer.status_code == 413 and "2000 bytes, --max_body_bytes" in answer.json()["detail"]
+    assert limited.post("/recommend", json={"histories": [["1", "2"]], "k": 3}).status_code == 200
+
+
+def test_too_many_histories_and_a_body_of_unknown_size_are_refused(limited):
+    many = limited.post("/recommend", json={"histories": [["1"]] * 4, "k": 2})
+    assert many.status_code == 413 and "at most 3 (--max_histories)" in many.json()["detail"]
+    chunked = limited.post("/recommend", content=iter([b'{"histories": [["1"]], "k": 2}']),
+                           headers={"content-type": "application/json"})
+    assert chunked.status_code == 411 and "Content-Length" in chunked.json()["detail"]
+    assert limited.post("/recommend", json={"histories": [["1"]] * 3, "k": 2}).status_code == 200

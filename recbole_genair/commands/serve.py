@@ -28,6 +28,10 @@ def parse_args(argv):
     parser.add_argument("--added_checkpoint", default=None,
                         help="save the model here after each POST /items (a new file, not the one served)")
     parser.add_argument("--overwrite", action="store_true", help="replace --added_checkpoint if it exists")
+    parser.add_argument("--max_body_bytes", type=int, default=1_000_000,
+                        help="larger request bodies are refused with 413 before they are read (default 1000000)")
+    parser.add_argument("--max_histories", type=int, default=1024,
+                        help="more histories in one request are refused with 413 (default 1024)")
     return parser.parse_args(argv)
 
 
@@ -54,13 +58,18 @@ def main(argv=None):
         raise SystemExit(f"error: serving needs FastAPI and uvicorn ({err}): "
                          f"pip install \"recbole-genair[serve]\"") from None
     check_new_output(args.added_checkpoint, "--added_checkpoint", args.checkpoint, args.overwrite)
+    for flag in ("max_body_bytes", "max_histories"):
+        if getattr(args, flag) < 1:
+            raise SystemExit(f"error: --{flag}={getattr(args, flag)}: give a limit of at least 1")
     try:
         recommender = Recommender.load(args.checkpoint, data_path=args.data_path, threads=args.threads)
     except (ValueError, DatasetFilesError) as err:  # the package's errors for people: checkpoint, data
         raise SystemExit(f"error: {err}") from None
     embedder, why_not = item_embedder(recommender, args.itememb, args.llm_model)
     print(f"serving {recommender!r} on http://{args.host}:{args.port} (docs at /docs)", file=sys.stderr, flush=True)
-    uvicorn.run(create_app(recommender, embedder, args.added_checkpoint, why_not), host=args.host, port=args.port, log_level=args.log_level)
+    app = create_app(recommender, embedder, args.added_checkpoint, why_not, max_body_bytes=args.max_body_bytes,
+                     max_histories=args.max_histories)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
 
 
 if __name__ == "__main__":
