@@ -15,40 +15,42 @@ def lock_path(folder):
     return folder.with_name(folder.name + ".lock")
 
 
-class WorkLock(ProcessLock):
-    """The lock of one work folder; a second holder is told who has it and what to do instead."""
+class _RunLock(ProcessLock):
+    """A lock whose second holder gets a `SettingsError` that says who has it and what to do instead."""
 
-    def __init__(self, folder):
-        super().__init__(lock_path(folder))
-        self.folder = Path(folder)
+    def held_message(self, holder):
+        raise NotImplementedError
 
     def acquire(self):
         try:
             return super().acquire()
         except LockHeld as held:
-            raise SettingsError(
-                f"{self.folder} is in use by another run: {describe_holder(held.holder)}. Two runs on one work folder "
-                f"would cut each other's vectors. Wait for it to end (or stop it), set another work_dir, or split the "
-                f"items between processes with --shard=i/n (one folder each) and join them with --merge=True."
-            ) from None
+            raise SettingsError(self.held_message(describe_holder(held.holder))) from None
 
 
-class OutputLock(ProcessLock):
+class WorkLock(_RunLock):
+    """The lock of one work folder."""
+
+    def __init__(self, folder):
+        super().__init__(lock_path(folder))
+        self.folder = Path(folder)
+
+    def held_message(self, holder):
+        return (f"{self.folder} is in use by another run: {holder}. Two runs on one work folder would cut each other's "
+                f"vectors. Wait for it to end (or stop it), set another work_dir, or split the items between processes "
+                f"with --shard=i/n (one folder each) and join them with --merge=True.")
+
+
+class OutputLock(_RunLock):
     """The lock of one `.itememb` being written: two runs with other work folders would replace each other's file."""
 
     def __init__(self, itememb):
         super().__init__(Path(str(itememb) + ".lock"))
         self.itememb = Path(itememb)
 
-    def acquire(self):
-        try:
-            return super().acquire()
-        except LockHeld as held:
-            raise SettingsError(
-                f"{self.itememb} is being written by another run: {describe_holder(held.holder)}. Its vectors would "
-                f"replace this run's (or the other way round). Wait for it to end, or give this run another "
-                f"output_path."
-            ) from None
+    def held_message(self, holder):
+        return (f"{self.itememb} is being written by another run: {holder}. Its vectors would replace this run's (or "
+                f"the other way round). Wait for it to end, or give this run another output_path.")
 
 
 class HeldLocks:
