@@ -14,12 +14,10 @@ def data_packages(package, folder):
                         for sub in sorted((ROOT / folder).rglob("*")) if sub.is_dir() and "__pycache__" not in sub.parts]
 
 
-packages = find_packages(include=["recbole_genair", "recbole_genair.*"])
-for package, folder in DATA.items():
-    packages += data_packages(package, folder)
+data = [sub for package, folder in DATA.items() for sub in data_packages(package, folder)]
 
 setup(
-    packages=packages,
-    package_dir={package: folder for package, folder in DATA.items()},
-    package_data={package: ["*"] for package in packages if package.split(".")[1:2] in (["_props"], ["_dataset"])},
+    packages=find_packages(include=["recbole_genair", "recbole_genair.*"]) + data,
+    package_dir=DATA,
+    package_data={package: ["*"] for package in data},
 )

@@ -106,6 +106,7 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
         if self.alpha_normalization not in ("none", "ranking_terms"):
             raise ValueError(f"alpha_normalization must be 'none' or 'ranking_terms', not {self.alpha_normalization!r}")
         self.calibration = None
+        self.excluded_items = None  # unseen_item_negatives: False (collect_training_statistics)
         self.every_position = train_objective(type(model), config["train_mode"]) == NEXT_ITEM
         self.padding_spare = padding_spare(type(model)) if config["trim_padding"] is not False else None
         self.sampled_from_full_ranking = (isinstance(model, SequentialRecommender)  # DIN, DIEN: no full ranking
@@ -309,7 +310,7 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
     def _model_losses(self, interaction):
         """The model's losses: `calculate_loss`, or with all_positions its ranking loss at every position."""
         if self.every_position:
-            return all_position_losses(self.model, interaction, getattr(self, "excluded_items", None))
+            return all_position_losses(self.model, interaction, self.excluded_items)
         return self.model.calculate_loss(interaction)
 
     def _loss_with_calibration(self, interaction):

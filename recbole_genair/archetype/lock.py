@@ -66,10 +66,10 @@ class HeldLocks:
 
     def hold_output(self, itememb):
         """Lock the `.itememb` this run will write, for the whole run (taken before any work)."""
-        key = Path(str(itememb) + ".lock").resolve()
+        lock = OutputLock(itememb)
+        key = lock.path.resolve()
         if key not in self.locks:
-            Path(itememb).parent.mkdir(parents=True, exist_ok=True)
-            self.locks[key] = OutputLock(itememb).acquire()
+            self.locks[key] = lock.acquire()
 
     def __enter__(self):
         return self

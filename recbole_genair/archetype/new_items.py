@@ -166,7 +166,7 @@ class ItemEmbedder:
             header = list(dict.fromkeys(run_fields + given))
         self._check_fields(given, run_fields, where)
         # the run's prompt: its field map, recognised from the dataset's .item header as the run did
-        table = ItemTable(ids=list(rows), fields=rows, header=header if not run_fields else run_fields, path=Path(where))
+        table = ItemTable(ids=list(rows), fields=rows, header=run_fields or header, path=Path(where))
         try:
             field_map = resolve_field_map(settings, table)
         except (SettingsError, ValueError) as err:

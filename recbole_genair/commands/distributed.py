@@ -39,7 +39,7 @@ def distributed_settings(cmd_args):
         raise SystemExit("error: a run over several hosts (--world_size > --nproc) needs --ip (and --port) of the "
                          "host that runs rank 0, the same on every host")
     return {"nproc": nproc, "world_size": world, "offset": offset, "ip": given.get("ip", "127.0.0.1"),
-            "port": int(given.get("port") or _free_port())}
+            "port": _count(given, "port", 0) if given.get("port") else _free_port()}
 
 
 def _count(given, key, default):

@@ -95,7 +95,7 @@ def check_flags(args, rest):
 
 def split_config_files(value):
     """`--config_files` as a list of files: any run of spaces separates two (None when not given)."""
-    return value.split() or None if value else None
+    return (value or "").split() or None
 
 
 def main(argv=None):

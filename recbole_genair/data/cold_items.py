@@ -40,7 +40,8 @@ def _share(config, key):
 
 
 def cold_item_settings(config):
-    """(fraction, how, seed) of the protocol, or None when it is off; bad values are refused by name."""
+    """(fraction, validation's fraction or None, how, seed) of the protocol, or None when it is off; bad values
+    are refused by name."""
     fraction = _share(config, "cold_items")
     valid_fraction = _share(config, "cold_valid_items")
     if fraction is None:
@@ -63,7 +64,7 @@ def cold_item_settings(config):
     if how == "newest" and not config["TIME_FIELD"]:
         raise ColdItemsError("cold_items_by=newest needs a time field (TIME_FIELD): use cold_items_by=random")
     seed = config["cold_items_seed"]
-    return fraction, how, int(config["seed"] if seed is None else seed)
+    return fraction, valid_fraction, how, int(config["seed"] if seed is None else seed)
 
 
 def choose_cold_items(item_ids, first_seen, fraction, how, seed):
@@ -97,8 +98,7 @@ def hold_out_cold_items(dataset, config):
     settings = cold_item_settings(config)
     if settings is None:
         return None
-    fraction, how, seed = settings
-    valid_fraction = _share(config, "cold_valid_items")
+    fraction, valid_fraction, how, seed = settings
     inter = dataset.inter_feat  # a DataFrame until RecBole's build() splits it
     users = np.asarray(inter[dataset.uid_field])
     items = np.asarray(inter[dataset.iid_field])
@@ -124,8 +124,7 @@ def hold_out_cold_items(dataset, config):
         is_valid_cold = np.isin(items, cold_valid)
         # a user's last interaction once the validation items are gone: if it is one of them, the second-to-last
         # would become the test target, so that user keeps none of them
-        last_is_valid_cold = {u for u in np.unique(users[is_valid_cold & (from_end == 0)])}
-        as_target = is_valid_cold & (from_end == 1) & ~np.isin(users, list(last_is_valid_cold))
+        as_target = is_valid_cold & (from_end == 1) & ~np.isin(users, users[is_valid_cold & (from_end == 0)])
         # RecBole validates a user only with 4 interactions or more (fewer: the second-to-last trains)
         remaining = np.bincount(users[keep & (~is_valid_cold | as_target)], minlength=users.max() + 1)
         as_target &= remaining[users] >= 4

@@ -153,10 +153,10 @@ class LLMItemEmbedding(ItemTable):
         if cold_residual not in COLD_RESIDUALS:
             raise ValueError(f"cold_residual must be one of {', '.join(COLD_RESIDUALS)}, not {cold_residual!r}; set it "
                              f"in YAML or with --cold_residual")
-        self.cold_residual = cold_residual if self.residual is not None else "learned"
         if cold_residual != "learned" and self.residual is None:
             raise ValueError(f"cold_residual: {cold_residual} sets the residual of items without a training "
                              f"interaction: it needs item_residual: True")
+        self.cold_residual = cold_residual
         self.cold_neighbours = int(cold_neighbours) if self.cold_residual == "neighbours" else 0
         self.cold_item_dropout = float(cold_item_dropout or 0.0)
         if not 0.0 <= self.cold_item_dropout < 1.0:
@@ -195,7 +195,6 @@ class LLMItemEmbedding(ItemTable):
         index, weights = text_neighbours(self.llm_table[1:], rows, trained, self.cold_neighbours)
         self.neighbour_rows = torch.cat([self.neighbour_rows, index.to(self.neighbour_rows)])
         self.neighbour_weights = torch.cat([self.neighbour_weights, weights.to(self.neighbour_weights)])
-        self._table = None
 
     def _simulate_cold_items(self, residual):
         """`cold_item_dropout`: a fresh random share of the items gets, this step, the residual an untrained item
@@ -221,9 +220,10 @@ class LLMItemEmbedding(ItemTable):
             trained[self.cold_rows] = False
             trained[old:] = False
             self._add_cold_rows(torch.arange(old, self.n_items - 1), trained)
-            if hasattr(self, "dropout_neighbour_rows"):  # added items are never dropped: they have no trained residual
-                self.dropout_neighbour_rows = torch.cat([self.dropout_neighbour_rows, self.dropout_neighbour_rows.new_zeros(len(rows), self.dropout_neighbour_rows.size(1))])
-                self.dropout_neighbour_weights = torch.cat([self.dropout_neighbour_weights, self.dropout_neighbour_weights.new_zeros(len(rows), self.dropout_neighbour_weights.size(1))])
+            for name in ("dropout_neighbour_rows", "dropout_neighbour_weights"):  # added items have no trained residual
+                if hasattr(self, name):
+                    table = getattr(self, name)
+                    setattr(self, name, torch.cat([table, table.new_zeros(len(rows), table.size(1))]))
         self._table = None
 
     def scale_initial_rows(self, target_std):
