@@ -1,2 +1,2 @@
 """recbole-genair: LLM-enhanced item representations for sequential recommendation in RecBole."""
-__version__ = "0.1.0"
+__version__ = "0.2.0"

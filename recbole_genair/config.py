@@ -37,8 +37,13 @@ class Config(RecBoleConfig):
     - A distributed run (`local_rank` set, RecBole's torch.distributed path) without CUDA joins its
       process group with gloo on the CPU (`recbole_genair.distributed`); RecBole's own path is NCCL only.
     Models that read LLM item vectors get the `.itememb` loading settings added (see
-    `recbole_genair.data.itememb`).
+    `recbole_genair.data.itememb`). Unpickled (RecBole's `load_data_and_model` reading a checkpoint), it sets
+    the numpy aliases RecBole's data code needs, which RecBole's own Config sets only when built.
     """
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.compatibility_settings()
 
     def __init__(self, model=None, dataset=None, config_file_list=None, config_dict=None, cmd_args=None):
         self._cmd_args = list(cmd_args or [])

@@ -16,6 +16,7 @@ from recbole.model.sequential_recommender import BERT4Rec
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
 from recbole_genair import __version__
+from recbole_genair.checkpoint import CheckpointError, SavedConfig, load_weights, read_checkpoint, stored_llm_rows
 from recbole_genair.config import Config
 from recbole_genair.data import create_dataset
 from recbole_genair.data.itememb import itememb_path
@@ -23,7 +24,7 @@ from recbole_genair.data.train_modes import all_position_loader
 from recbole_genair.evaluation.reference import backbone_of, run_settings
 from recbole_genair.model.all_positions import train_objective
 from recbole_genair.model.losses import BCEPairLoss
-from recbole_genair.runtime import apply_speed_fixes, trusted_checkpoint_load, use_fast_dropout
+from recbole_genair.runtime import apply_speed_fixes, use_fast_dropout
 from recbole_genair.threads import apply_threads
 from recbole_genair.utils import get_model, get_trainer
 
@@ -148,40 +149,6 @@ def objective_function(config_dict=None, config_file_list=None, saved=True):
     return result
 
 
-class CheckpointError(ValueError):
-    """A file that is not a checkpoint of our run function, or one that does not fit the data it was trained on."""
-
-
-_CHECKPOINT_HINT = ("give a .pth file that recbole_genair's run function saved (`python run_recbole_genair.py` writes "
-                    "it under checkpoint_dir and logs its path; a comparison records it in runs/<model>-seed<seed>.json)")
-
-
-def read_checkpoint(model_file):
-    """The dict that our run function saved in `model_file`; anything else is refused with the reason."""
-    if not os.path.isfile(model_file):
-        raise CheckpointError(f"no checkpoint at {model_file}: {_CHECKPOINT_HINT}")
-    try:
-        with trusted_checkpoint_load():
-            checkpoint = torch.load(model_file, map_location="cpu", weights_only=False)
-    except Exception as err:  # pickle, zip and torch errors alike: the file is not a checkpoint
-        raise CheckpointError(f"{model_file} is not a PyTorch checkpoint ({type(err).__name__}: {err}); "
-                              f"{_CHECKPOINT_HINT}") from None
-    if not isinstance(checkpoint, dict) or not {"config", "state_dict"} <= set(checkpoint):
-        held = (", ".join(repr(k) for k in list(checkpoint)[:4]) + (", ..." if len(checkpoint) > 4 else "")
-                if isinstance(checkpoint, dict) else f"a {type(checkpoint).__name__}")
-        raise CheckpointError(f"{model_file} is not a RecBole checkpoint: it has no 'config' and 'state_dict' "
-                              f"(it holds {held}); {_CHECKPOINT_HINT}")
-    config = checkpoint["config"]
-    if not isinstance(config, Config):
-        kind = f"{type(config).__module__}.{type(config).__name__}"
-        settings = getattr(config, "final_config_dict", None) or {}
-        raise CheckpointError(f"{model_file} was not written by recbole_genair's run function (its config is a {kind}, "
-                              f"e.g. from RecBole's own quick_start): train the model with `python run_recbole_genair.py "
-                              f"--model={settings.get('model', '...')} --dataset={settings.get('dataset', '...')}` "
-                              f"and load that checkpoint")
-    return checkpoint
-
-
 def check_same_items(checkpoint, dataset, model_file):
     """Refuse a dataset whose item ids (in row order) are not those the checkpoint was trained on."""
     stored = checkpoint.get("item_ids")
@@ -201,18 +168,20 @@ def check_same_items(checkpoint, dataset, model_file):
     )
 
 
-def load_data_and_model(model_file, data_path=None):
-    """Rebuild config, data and model from a checkpoint written by our run function.
+def load_data_and_model(model_file, data_path=None, trust=False):
+    """Rebuild config, data and model from a checkpoint written by our run function (RecBole's six values).
 
-    LLM-enhanced models read their `.itememb` file if it is there, else the item vectors stored in the
-    checkpoint (the dataset's interaction files are still needed). `data_path`: where the dataset's
-    files are now, if not where they were at training (the dataset folder or the folder holding it).
-    A file that is not such a checkpoint, or a dataset whose items are not those the model was trained
-    on, raises `CheckpointError`.
+    Reads the dataset's interaction files (for the evaluation data); LLM-enhanced models read their
+    `.itememb` file if it is there, else the item vectors stored in the checkpoint. `data_path`: where the
+    dataset's files are now, if not where they were at training (the dataset folder or the folder holding
+    it). A file that is not such a checkpoint, a dataset whose items are not those the model was trained on,
+    or an older checkpoint that pickles Python objects (unless `trust`) raises `CheckpointError`.
+    For the model alone, without any dataset file, use `recbole_genair.checkpoint.load_model`.
     """
     apply_speed_fixes()
-    checkpoint = read_checkpoint(model_file)
+    checkpoint = read_checkpoint(model_file, trust=trust)
     config = checkpoint["config"]
+    config = config.recbole_config() if isinstance(config, SavedConfig) else config
     # a model trained on several processes is read back in one
     config.final_config_dict.update(single_spec=True, local_rank=0)
     if data_path is not None:
@@ -221,10 +190,7 @@ def load_data_and_model(model_file, data_path=None):
     config.compatibility_settings()  # numpy aliases RecBole sets when a Config is built, not when unpickled
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    vectors = (checkpoint.get("other_parameter") or {}).get("llm_item_vectors")
-    # items added after training (Recommender.add_items): rows after the dataset's, vectors in the checkpoint
-    added = list(checkpoint.get("added_item_ids") or [])
-    stored = vectors[: len(vectors) - len(added)] if vectors is not None else None
+    stored, added_vectors = stored_llm_rows(checkpoint)
     if stored is not None and os.path.isfile(itememb_path(config)):
         stored = None
     elif stored is not None:
@@ -233,20 +199,5 @@ def load_data_and_model(model_file, data_path=None):
     check_same_items(checkpoint, dataset, model_file)
     train_data, valid_data, test_data = prepare_data(config, dataset)
     model = build_model(config, train_data)
-    if added:
-        model.append_items(torch.as_tensor(vectors[len(vectors) - len(added):]))
-    model.added_item_ids = tuple(added)
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as err:
-        version = checkpoint.get("recbole_genair_version")
-        written = f"recbole_genair {version}" if version else "a recbole_genair that did not record its version"
-        reason = str(err).strip().splitlines()
-        raise CheckpointError(
-            f"{model_file}: its weights do not fit {config['model']} as recbole_genair {__version__} builds it on "
-            f"{config['dataset']} ({reason[-1].strip() if reason else err}). The checkpoint was written by "
-            f"{written}; if the dataset's files changed since training, restore them, else load it "
-            f"with the version that wrote it or train again."
-        ) from None
-    model.load_other_parameter(checkpoint.get("other_parameter"))
+    load_weights(model, checkpoint, added_vectors, model_file)
     return config, model, dataset, train_data, valid_data, test_data

@@ -29,7 +29,9 @@ from recbole.model.sequential_recommender import BERT4Rec, GRU4Rec, SASRec
 from recbole.utils import ModelType
 
 from recbole_genair import __version__
-from recbole_genair.quick_start import CheckpointError, load_data_and_model
+from recbole_genair.checkpoint import (CheckpointError, checkpoint_state, holds_extended_weights, is_self_contained,
+                                       load_model, read_checkpoint, stored_llm_rows, training_inputs, write_checkpoint,
+                                       write_recbole_checkpoint)
 from recbole_genair.threads import apply_threads
 
 UNKNOWN_IDS = ("error", "skip")
@@ -39,7 +41,14 @@ _MAX_LISTED = 10
 
 
 class RecommendError(ValueError):
-    """A request the model cannot answer as asked: unknown item ids, an empty history, k beyond the catalogue."""
+    """A request the model cannot answer as asked: unknown item ids, an empty history, k beyond the catalogue.
+
+    `status`: the HTTP status the service answers it with (400 unless the case is a missing or conflicting item).
+    """
+
+    def __init__(self, message, status=400):
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,15 @@ class _Snapshot:
     model: torch.nn.Module
     item_ids: tuple  # item_ids[j] is row j + 1 of the model's item table
     rows: dict  # raw id -> row
+    # the model without the items added from their text, and those items' LLM vectors in row order
+    # (None: not known, for a checkpoint of 0.1 that already held added items)
+    trained: torch.nn.Module = None
+    added: tuple = ()  # ((raw id, LLM vector row), ...)
+
+
+def _snapshot(model, item_ids, trained=None, added=()):
+    item_ids = tuple(item_ids)
+    return _Snapshot(model.eval(), item_ids, {item: row for row, item in enumerate(item_ids, 1)}, trained, tuple(added))
 
 
 class Recommender:
@@ -79,25 +97,47 @@ class Recommender:
         self.config = config
         self.checkpoint = None if checkpoint is None else str(checkpoint)
         self.batch_size = int(config["eval_batch_size"]) if config is not None else 256
-        self._snapshot = _Snapshot(model.eval(), item_ids, {item: row for row, item in enumerate(item_ids, 1)})
+        trained = None if getattr(model, "added_item_ids", ()) else model
+        self._snapshot = _snapshot(model, item_ids, trained)
+        self._training = None  # the training columns a saved checkpoint keeps (set by `load`)
 
     @classmethod
-    def load(cls, checkpoint, data_path=None, threads=None):
-        """The model saved in `checkpoint` by our run function, on the dataset it was trained on.
+    def load(cls, checkpoint, data_path=None, threads=None, trust_checkpoint=False):
+        """The model saved in `checkpoint` by our run function (or by `save`), ready to recommend.
 
-        Needs the dataset's files (not the `.itememb`): where they were at training, or in `data_path`
-        (the dataset folder or the folder holding it). Raises `CheckpointError` for a file that is not
-        such a checkpoint, a dataset whose items changed, or a model that does not rank histories.
-        `threads`: PyTorch threads of this process (None: the cores shared among the package's processes).
+        Reads no dataset file: the checkpoint holds what the model needs. Checkpoints written before 0.2
+        are rebuilt with their dataset's files (not the `.itememb`): where they were at training, or in
+        `data_path` (the dataset folder or the folder holding it); they pickle Python objects, so they load
+        only with `trust_checkpoint=True` (reading such a file can run code it contains). Raises
+        `CheckpointError` for a file that is not such a checkpoint, a dataset whose items changed, or a model
+        that does not rank histories. `threads`: PyTorch threads of this process (None: the cores shared
+        among the package's processes).
         """
         apply_threads(threads)
-        config, model, dataset, *_ = load_data_and_model(checkpoint, data_path=data_path)
+        state = read_checkpoint(checkpoint, trust=trust_checkpoint)
+        added = ()
+        if is_self_contained(state):
+            config, model, item_ids = load_model(checkpoint, checkpoint=state, append_added=False)
+            training = {key: state[key] for key in ("training_columns", "user_num")}  # kept by save()
+            added_ids = list(state.get("added_item_ids") or [])
+            if added_ids and not holds_extended_weights(state):
+                added = tuple(zip(added_ids, stored_llm_rows(state)[1]))
+        else:
+            from recbole_genair.quick_start import load_data_and_model
+
+            config, model, dataset, train_data, *_ = load_data_and_model(checkpoint, data_path=data_path,
+                                                                         trust=trust_checkpoint)
+            item_ids = [str(i) for i in dataset.field2id_token[dataset.iid_field][1:]] + list(model.added_item_ids)
+            training = training_inputs(train_data._dataset)
         if config["MODEL_TYPE"] != ModelType.SEQUENTIAL:
             raise CheckpointError(f"{checkpoint} holds {config['model']}, a {config['MODEL_TYPE'].name.lower()} model: "
                                   f"the Recommender ranks items for item histories, which sequential models do; "
                                   f"train one, e.g. `python run_recbole_genair.py --model=SASRecGenAIR`")
-        item_ids = [str(i) for i in dataset.field2id_token[dataset.iid_field][1:]] + list(model.added_item_ids)
-        return cls(model, item_ids, config, checkpoint)
+        recommender = cls(model, item_ids, config, checkpoint)
+        recommender._training = training
+        if added:
+            recommender._snapshot = recommender._extended(model, added)
+        return recommender
 
     @property
     def model(self):
@@ -220,6 +260,16 @@ class Recommender:
             source.replace(target)
         return paths
 
+    def export_recbole(self, path):
+        """Write the model as a checkpoint of its RecBole backbone (e.g. SASRec for SASRecGenAIR) that RecBole's own
+        `recbole.quick_start.load_data_and_model` reads; see `recbole_genair.checkpoint.write_recbole_checkpoint`.
+
+        For GenAIR, TF-LLMER, LLMInit and RecBole's models; others are refused with the reason. Returns the path.
+        """
+        if self.config is None:
+            raise RecommendError("this Recommender was built without its config: load it from a checkpoint to export it")
+        return write_recbole_checkpoint(self.config, self._snapshot.model, path)
+
     def add_items(self, new_items):
         """Add items from their text without retraining; returns the number added.
 
@@ -230,19 +280,54 @@ class Recommender:
         catalogue as it was before. `save()` writes the extended model as a new checkpoint.
         """
         snapshot = self._snapshot
-        model = snapshot.model
         self.check_can_add_items()
         ids = self.check_new_ids(new_items.ids)
-        self._check_source(model, new_items.source)
+        self._check_source(snapshot.model, new_items.source)
         rows = np.asarray(new_items.vectors, dtype=np.float32)
-        rows = _selected_views(rows, self.config, new_items.source.views)
-        extended = copy.deepcopy(model)
-        extended.append_items(torch.from_numpy(rows))
-        extended.eval()
-        extended.added_item_ids = self.added_item_ids + tuple(ids)
-        item_ids = snapshot.item_ids + tuple(ids)
-        self._snapshot = _Snapshot(extended, item_ids, {item: row for row, item in enumerate(item_ids, 1)})
+        rows = torch.from_numpy(_selected_views(rows, self.config, new_items.source.views))
+        if snapshot.trained is None:  # a 0.1 checkpoint holding added items: extend the model as it is
+            extended = copy.deepcopy(snapshot.model)
+            extended.append_items(rows)
+            extended.added_item_ids = self.added_item_ids + tuple(ids)
+            self._snapshot = _snapshot(extended, snapshot.item_ids + tuple(ids))
+        else:
+            self._snapshot = self._extended(snapshot.trained, snapshot.added + tuple(zip(ids, rows)))
         return len(ids)
+
+    def remove_items(self, ids):
+        """Remove items that were added from their text (`add_items`); returns the number removed.
+
+        The model becomes the trained model with the remaining added items, exactly as if only those had
+        been added. Trained items cannot be removed (they are part of the trained weights: retrain without
+        them); unknown ids are refused, all listed. Calls running meanwhile use the catalogue as it was.
+        """
+        snapshot = self._snapshot
+        ids = [str(i) for i in ids]
+        added = dict(snapshot.added)
+        unknown = [i for i in ids if i not in snapshot.rows]
+        trained = [i for i in ids if i in snapshot.rows and i not in added]
+        if unknown:
+            raise RecommendError(f"{_listed(unknown)} not in the catalogue: nothing was removed", status=404)
+        if trained:
+            raise RecommendError(f"{_listed(trained)} {'is a trained item' if len(trained) == 1 else 'are trained items'}"
+                                 f": only items added from their text can be removed (a trained item is part of the "
+                                 f"model's weights; retrain without it)", status=409)
+        if snapshot.trained is None:
+            raise RecommendError("this model was loaded from a recbole_genair 0.1 checkpoint that already held added "
+                                 "items: save it (Recommender.save) and load that file to remove items", status=409)
+        self._snapshot = self._extended(snapshot.trained, tuple((i, v) for i, v in snapshot.added if i not in ids))
+        return len(set(ids))
+
+    def _extended(self, trained, added):
+        """The snapshot of `trained` with the items `added` ((id, LLM vector row), ...) appended in order."""
+        model = trained
+        if added:
+            model = copy.deepcopy(trained)
+            model.append_items(torch.stack([torch.as_tensor(v, dtype=torch.float32) for _, v in added]))
+            model.added_item_ids = tuple(i for i, _ in added)
+        n_trained = trained.n_items - 1
+        item_ids = tuple(self._snapshot.item_ids[:n_trained]) + tuple(i for i, _ in added)
+        return _snapshot(model, item_ids, trained, added)
 
     def check_new_ids(self, ids):
         """The ids as strings, or `RecommendError` for ids already in the catalogue or given more than once."""
@@ -286,30 +371,24 @@ class Recommender:
     def save(self, path):
         """Write the model as it is now (items added included) as a checkpoint that `Recommender.load` reads.
 
-        Loading it still needs the training dataset's files; the added items travel in the checkpoint.
+        The checkpoint is self-contained (no dataset file is needed to load it) and holds plain types only.
         Written atomically; returns the path.
         """
         if self.config is None:
             raise RecommendError("this Recommender was built without its config: load it from a checkpoint to save it")
-        snapshot = self._snapshot
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        added = tuple(getattr(snapshot.model, "added_item_ids", ()))  # read from the same snapshot as the weights
-        state = {
-            "config": self.config,
-            "state_dict": snapshot.model.state_dict(),
-            "other_parameter": snapshot.model.other_parameter(),
-            "item_ids": ["[PAD]"] + list(snapshot.item_ids),
-            "added_item_ids": list(added),
-            "saved_from": self.checkpoint,
-            "recbole_genair_version": __version__,
-        }
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            torch.save(state, tmp, pickle_protocol=4)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        snapshot = self._snapshot  # one snapshot: the weights, the ids and the added items agree
+        added = tuple(getattr(snapshot.model, "added_item_ids", ()))
+        if snapshot.trained is not None:  # format 2: the trained weights; the added rows are rebuilt on loading
+            state = checkpoint_state(self.config, snapshot.trained, ["[PAD]"] + list(snapshot.item_ids), added,
+                                     training=self._training, saved_from=self.checkpoint,
+                                     recbole_genair_version=__version__)
+            if added:
+                state["other_parameter"]["llm_item_vectors"] = snapshot.model.llm_item_vectors
+        else:  # the extended weights of a 0.1 checkpoint holding added items: loading appends before the weights
+            state = checkpoint_state(self.config, snapshot.model, ["[PAD]"] + list(snapshot.item_ids), added,
+                                     training=self._training, saved_from=self.checkpoint, state_dict_extended=True,
+                                     recbole_genair_version=__version__)
+        path = write_checkpoint(state, path)
         self.checkpoint = str(path)
         return path
 

@@ -12,18 +12,25 @@
   from their text (`Recommender.add_items`), with their archetypes; recommendable at once.
 - `GET /health` -> `{"status": "ok"}`; `GET /metadata` -> the model, dataset, catalogue size, checkpoint,
   package version and how many items of a history the model reads.
+- `DELETE /items/{id}` removes an item added from its text (`Recommender.remove_items`); trained items stay.
+- `GET /metrics`: requests, errors and latency in Prometheus' text format.
 - `GET /docs` and `GET /openapi.json`: FastAPI's OpenAPI documentation.
+
+An API key (`api_key`) guards every endpoint but `/health`, or the writes only; `read_only` refuses writes (403).
 
 A body that does not have this shape is answered 422 with FastAPI's list of what is wrong; a request the
 model cannot answer as asked (unknown ids, an empty history, k beyond the catalogue) is answered 400 with
 the `RecommendError` message. Neither changes the served model.
 """
+import hmac
 import json
 import logging
 import threading
+import time
 from typing import Dict, List, Literal, Union
 
 from fastapi import FastAPI, HTTPException
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from recbole_genair import __version__
@@ -99,6 +106,82 @@ class Metadata(BaseModel):
     version: str = Field(description="recbole_genair version of this service")
 
 
+class RemoveItemResponse(BaseModel):
+    removed: str = Field(description="the id of the item removed")
+    n_items: int = Field(description="items in the catalogue now")
+    checkpoint: Union[str, None] = Field(description="where the model was saved (--added_checkpoint), if anywhere")
+
+
+WRITES = "writes"
+API_KEY_SCOPES = ("all", WRITES)
+
+
+def is_write(method, path):
+    """Whether a request changes the served catalogue (POST /items, DELETE /items/{id})."""
+    return path == "/items" and method == "POST" or path.startswith("/items/") and method == "DELETE"
+
+
+class ApiKey:
+    """ASGI middleware: requests without `Authorization: Bearer <key>` are refused (401), on every endpoint but
+    `/health` (scope `all`) or on the writes only (`writes`). Keys are compared in constant time."""
+
+    def __init__(self, app, key, scope=API_KEY_SCOPES[0]):
+        self.app, self.key, self.writes_only = app, key.encode(), scope == WRITES
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] != "/health" and (
+                not self.writes_only or is_write(scope["method"], scope["path"])):
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not (given.startswith(b"Bearer ") and hmac.compare_digest(given[7:].strip(), self.key)):
+                return await _refuse(send, 401, "this service needs its API key: send the header "
+                                                "'Authorization: Bearer <key>'", [(b"www-authenticate", b"Bearer")])
+        return await self.app(scope, receive, send)
+
+
+class Metrics:
+    """ASGI middleware counting every request for `GET /metrics` (Prometheus' text format): requests and errors by
+    endpoint, method and status, and a latency histogram by endpoint. Endpoints are the service's routes (an
+    item's id is not a label), anything else counts as `other`."""
+
+    ROUTES = ("/recommend", "/items", "/health", "/metadata", "/metrics", "/docs", "/openapi.json")
+
+    def __init__(self, app, registry):
+        from prometheus_client import Counter, Histogram
+
+        self.app = app
+        self.requests = Counter("recbole_genair_requests", "HTTP requests answered", ("endpoint", "method", "status"),
+                                registry=registry)
+        self.errors = Counter("recbole_genair_errors", "HTTP requests answered with a status of 400 or more",
+                              ("endpoint", "method", "status"), registry=registry)
+        self.latency = Histogram("recbole_genair_request_seconds", "Time to answer a request", ("endpoint",),
+                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+                                 registry=registry)
+
+    def endpoint(self, path):
+        return path if path in self.ROUTES else "/items/{id}" if path.startswith("/items/") else "other"
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = [500]
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        start = time.perf_counter()
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            endpoint = self.endpoint(scope["path"])
+            labels = (endpoint, scope["method"], str(status[0]))
+            self.requests.labels(*labels).inc()
+            if status[0] >= 400:
+                self.errors.labels(*labels).inc()
+            self.latency.labels(endpoint).observe(time.perf_counter() - start)
+
+
 class BodyLimit:
     """ASGI middleware: a request body above `max_bytes` is refused (413) from its Content-Length before any of it is
     read, and a POST without a Content-Length (a chunked body of unknown size) is refused (411), so memory stays
@@ -118,16 +201,16 @@ class BodyLimit:
         return await self.app(scope, receive, send)
 
 
-async def _refuse(send, status, detail):
+async def _refuse(send, status, detail, headers=()):
     body = json.dumps({"detail": detail}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+                            (b"connection", b"close"), *headers]})
     await send({"type": "http.response.body", "body": body})
 
 
 def create_app(recommender, embedder=None, added_checkpoint=None, no_embedder_reason=None, max_body_bytes=1_000_000,
-               max_histories=1024):
+               max_histories=1024, api_key=None, api_key_scope="all", read_only=False):
     """A FastAPI app that serves `recommender` (a `recbole_genair.recommender.Recommender`).
 
     `embedder`: an `ItemEmbedder` of the `.itememb` the model was trained on, for `POST /items` (None: items
@@ -135,8 +218,18 @@ def create_app(recommender, embedder=None, added_checkpoint=None, no_embedder_re
     the server's log only). `added_checkpoint`: after each addition the extended model is saved there, so that a
     restart on it loses nothing. `max_body_bytes`: larger bodies are refused (413) before they are read;
     `max_histories`: more histories in one request are refused (413). A history longer than the model reads is
-    trimmed to its most recent `max_history` items, as `Recommender.recommend` does.
+    trimmed to its most recent `max_history` items, as `Recommender.recommend` does. `api_key`: requests must
+    send it as `Authorization: Bearer <key>` (401 otherwise), on every endpoint but `/health`
+    (`api_key_scope="all"`) or on POST /items and DELETE /items/{id} only (`"writes"`). `read_only`: the
+    catalogue cannot be changed (403).
     """
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+    if api_key_scope not in API_KEY_SCOPES:
+        raise ValueError(f"api_key_scope must be one of {', '.join(API_KEY_SCOPES)}, not {api_key_scope!r}")
+    if api_key is not None and not str(api_key).strip():
+        raise ValueError("the API key is empty: give a key of at least one character, or none")
+    registry = CollectorRegistry()
     adding = threading.Lock()  # additions one at a time; recommendations go on meanwhile (snapshots)
     if embedder is None and no_embedder_reason:
         logging.getLogger(__name__).warning(f"POST /items is unavailable: {no_embedder_reason}")
@@ -146,6 +239,19 @@ def create_app(recommender, embedder=None, added_checkpoint=None, no_embedder_re
         description=f"Top-k items for histories of raw item ids: {recommender!r}.",
     )
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    if api_key is not None:
+        app.add_middleware(ApiKey, key=str(api_key).strip(), scope=api_key_scope)
+    app.add_middleware(Metrics, registry=registry)  # the outermost: it counts the refusals of the others too
+
+    def writable():
+        if read_only:
+            raise HTTPException(status_code=403, detail="this service is read-only (--read_only): its catalogue "
+                                                        "cannot be changed")
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def metrics():
+        """Prometheus' text format: requests, errors and latency by endpoint."""
+        return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/health", response_model=Health)
     def health():
@@ -183,6 +289,7 @@ def create_app(recommender, embedder=None, added_checkpoint=None, no_embedder_re
               responses={400: {"description": "items that cannot be added as asked (the message says why)"},
                          503: {"description": "this service cannot add items (its model or its start-up settings)"}})
     def add_items(request: AddItemsRequest):
+        writable()
         try:
             recommender.check_can_add_items()
         except RecommendError as err:  # the model has no text path: a property of the service, not of the request
@@ -203,5 +310,19 @@ def create_app(recommender, embedder=None, added_checkpoint=None, no_embedder_re
             raise HTTPException(status_code=400, detail=str(err)) from None
         return {"added": [{"id": i, "archetype": t} for i, t in zip(new_items.ids, new_items.archetypes)],
                 "n_items": len(recommender.item_ids), "checkpoint": saved}
+
+    @app.delete("/items/{item_id}", response_model=RemoveItemResponse,
+                responses={403: {"description": "the service is read-only"},
+                           404: {"description": "no item with this id"},
+                           409: {"description": "a trained item, which cannot be removed"}})
+    def remove_item(item_id: str):
+        writable()
+        try:
+            with adding:
+                recommender.remove_items([item_id])
+                saved = str(recommender.save(added_checkpoint)) if added_checkpoint else None
+        except RecommendError as err:
+            raise HTTPException(status_code=err.status, detail=str(err)) from None
+        return {"removed": item_id, "n_items": len(recommender.item_ids), "checkpoint": saved}
 
     return app

@@ -34,6 +34,7 @@ from recbole.utils import EvaluatorType, get_local_time, set_color
 from torch.nn.parallel import DistributedDataParallel
 
 from recbole_genair import __version__
+from recbole_genair.checkpoint import checkpoint_state, training_inputs, write_checkpoint
 from recbole_genair.data.cooccurrence import cooccurrence_matrix
 from recbole_genair.data.padding import trim_trailing_padding
 from recbole_genair.data.popularity import item_popularity
@@ -82,8 +83,9 @@ class CheckpointLoadMixin:
             return super().resume_checkpoint(resume_file)
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
-        with trusted_checkpoint_load():
+        with trusted_checkpoint_load():  # RecBole's other trainers write their own (pickled) checkpoints
             return super().evaluate(eval_data, load_best_model, model_file, show_progress)
+
 
 
 class LLMRecTrainer(CheckpointLoadMixin, Trainer):
@@ -148,25 +150,21 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
         self.collect_training_statistics(train_data)
         dataset = train_data._dataset
         self.item_ids = [str(token) for token in dataset.field2id_token[dataset.iid_field]]
+        # what rebuilding the model from its checkpoint alone needs (recbole_genair.checkpoint.SavedDataset)
+        self.training_inputs = training_inputs(dataset)
         return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-        """RecBole 1.2.1's checkpoint plus `item_ids` (raw ids in row order, row 0 padding) and our version."""
+        """RecBole 1.2.1's checkpoint in recbole_genair's format (`recbole_genair.checkpoint`): plain types only."""
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
             return
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
-        state = {
-            "config": self.config,
-            "epoch": epoch,
-            "cur_step": self.cur_step,
-            "best_valid_score": self.best_valid_score,
-            "state_dict": self.model.state_dict(),
-            "other_parameter": self.model.other_parameter(),
-            "optimizer": self.optimizer.state_dict(),
-            "item_ids": getattr(self, "item_ids", None),
-            "recbole_genair_version": __version__,
-        }
-        torch.save(state, saved_model_file, pickle_protocol=4)
+        state = checkpoint_state(
+            self.config, self.model, getattr(self, "item_ids", None), training=getattr(self, "training_inputs", None),
+            epoch=epoch, cur_step=self.cur_step, best_valid_score=self.best_valid_score,
+            optimizer=self.optimizer.state_dict(), recbole_genair_version=__version__,
+        )
+        write_checkpoint(state, saved_model_file)
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 

@@ -6,9 +6,7 @@ from pathlib import Path
 
 import recbole
 from recbole.model.abstract_recommender import AbstractRecommender
-from recbole.trainer import Trainer
 from recbole.utils import get_model as recbole_get_model
-from recbole.utils import get_trainer as recbole_get_trainer
 
 from recbole_genair.config_keys import closest_keys
 from recbole_genair.runtime import disable_anomaly_detection
@@ -76,6 +74,9 @@ def get_trainer(model_type, model_name):
 
     Other RecBole trainers get the checkpoint-loading fix mixed in and nothing else.
     """
+    from recbole.trainer import Trainer
+    from recbole.utils import get_trainer as recbole_get_trainer
+
     from recbole_genair.trainer import CheckpointLoadMixin, LLMRecTrainer
 
     ours = importlib.import_module("recbole_genair.model")

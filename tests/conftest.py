@@ -3,6 +3,7 @@ import math
 import shutil
 import signal
 import socket
+import os
 import subprocess
 import sys
 import time
@@ -161,15 +162,17 @@ def free_port():
 
 
 @contextlib.contextmanager
-def started_server(args, folder):
+def started_server(args, folder, env=None):
     """An httpx client of `python -m recbole_genair.serve <args>` really started on a free port; on exit the
-    server is stopped with SIGTERM and must have shut down cleanly, with no traceback in its log."""
+    server is stopped with SIGTERM and must have shut down cleanly, with no traceback in its log. `env`: more
+    environment variables of the server."""
     import httpx
 
     port = free_port()
     log = open(folder / "server.log", "w+")
     process = subprocess.Popen([sys.executable, "-m", "recbole_genair.serve", *args, "--host=127.0.0.1", f"--port={port}"],
-                               stdout=log, stderr=subprocess.STDOUT, cwd=folder)
+                               stdout=log, stderr=subprocess.STDOUT, cwd=folder,
+                               env=None if env is None else {**os.environ, **env})
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300)  # the first POST /items loads the LLM: slow on a busy CPU
     try:
         deadline = time.monotonic() + 120

@@ -121,6 +121,36 @@ def test_added_items_leave_trained_scores_unchanged_and_can_be_recommended(world
                                rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("model", ["SASRecGenAIR", "BERT4RecGenAIR"])
+def test_removing_an_added_item_gives_the_model_with_the_others_added_only(world, tmp_path, model):
+    """Issue 34: DELETE /items/{id}. Adding n1, n2, n3 then removing n2 equals adding n1 and n3 (BERT4Rec: the
+    new items' output bias is the trained items' mean, whatever was added before); saved and loaded alike."""
+    vectors = world["vectors"]
+    rec = Recommender.load(world["trained"](model))
+    trained = rec.score(HISTORIES)
+    rec.add_items(vectors)
+    assert rec.remove_items(["n2"]) == 1
+    keep = [vectors.ids.index(i) for i in ("n1", "n3")]
+    expected = Recommender.load(world["trained"](model))
+    expected.add_items(dataclasses.replace(vectors, ids=["n1", "n3"], vectors=vectors.vectors[keep],
+                                           archetypes=[vectors.archetypes[i] for i in keep]))
+    assert rec.item_ids == expected.item_ids and rec.added_item_ids == ("n1", "n3")
+    histories = HISTORIES + [["n3", "1"]]
+    np.testing.assert_allclose(rec.score(histories), expected.score(histories), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(rec.score(HISTORIES)[:, :trained.shape[1]], trained, rtol=1e-5, atol=1e-5)
+    with pytest.raises(RecommendError, match=r"'1' is a trained item: only items added from their text") as err:
+        rec.remove_items(["1"])
+    assert err.value.status == 409
+    with pytest.raises(RecommendError, match=r"'n2' not in the catalogue: nothing was removed") as err:
+        rec.remove_items(["n2", "n1"])
+    assert err.value.status == 404 and rec.added_item_ids == ("n1", "n3")
+    again = Recommender.load(rec.save(tmp_path / "removed.pth"))
+    assert again.item_ids == rec.item_ids
+    np.testing.assert_allclose(again.score(histories), rec.score(histories), rtol=1e-6, atol=1e-6)
+    again.remove_items(["n1", "n3"])
+    np.testing.assert_allclose(again.score(HISTORIES), trained, rtol=1e-6, atol=1e-6)
+
+
 def test_bert4rec_mask_token_moves_after_the_new_items(world):
     rec = Recommender.load(world["trained"]("BERT4RecGenAIR"))
     n = rec.model.n_items
@@ -258,6 +288,18 @@ def test_post_items_over_http_adds_recommendable_items_and_saves_them(world, tmp
         assert "did you mean 'brnad' -> 'brand'" in typo.json()["detail"]
         assert client.post("/items", json={"item": []}).status_code == 422
         assert client.get("/metadata").json()["n_items"] == n + 2
+        # issue 34: an added item can be removed (and the removal is saved); trained and unknown ids cannot
+        assert client.post("/items", json={"items": [body["items"][0] | {"id": "n3"}]}).status_code == 200
+        removed = client.delete("/items/n3")
+        assert removed.status_code == 200 and removed.json() == {"removed": "n3", "n_items": n + 2,
+                                                                 "checkpoint": str(saved)}
+        trained = client.delete("/items/1")
+        assert trained.status_code == 409 and "only items added from their text can be removed" in trained.json()["detail"]
+        assert client.delete("/items/n3").status_code == 404 and client.get("/metadata").json()["n_items"] == n + 2
+        metrics = client.get("/metrics").text
+        assert 'recbole_genair_requests_total{endpoint="/items/{id}",method="DELETE",status="409"} 1.0' in metrics
+        assert 'recbole_genair_errors_total{endpoint="/items",method="POST",status="400"}' in metrics
+        assert 'recbole_genair_request_seconds_bucket{endpoint="/recommend",le="+Inf"} 1.0' in metrics
     # the items the service added, with the scores it gave, survive a restart on the saved checkpoint
     rec = Recommender.load(saved)
     assert rec.item_ids[-2:] == ("n1", "n2")

@@ -1,5 +1,7 @@
 """Use a trained model (issue 18, item 1): `Recommender` and `python -m recbole_genair.recommend`."""
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,7 @@ import torch
 from recbole.config import Config as RecBoleConfig
 
 from conftest import DATASET, TEST_DATA, copy_dataset, raw_sequences, tiny_config, working_in
+from recbole_genair.checkpoint import read_checkpoint
 from recbole_genair.commands.recommend import main
 from recbole_genair.data.files import DatasetFilesError
 from recbole_genair.model import __all__ as OUR_MODELS
@@ -245,7 +248,7 @@ def test_a_file_that_is_not_a_checkpoint_is_named(tmp_path):
     with pytest.raises(CheckpointError, match=r"no checkpoint at .*missing\.pth: give a \.pth file that recbole_genair"):
         Recommender.load(tmp_path / "missing.pth")
     text = TEST_DATA / DATASET / f"{DATASET}.itememb.json"
-    with pytest.raises(CheckpointError, match=r"itememb\.json is not a PyTorch checkpoint \(UnpicklingError"):
+    with pytest.raises(CheckpointError, match=r"itememb\.json is not a PyTorch checkpoint \(it starts with b'\{"):
         Recommender.load(text)
     torch.save({"item_embedding.weight": torch.zeros(3, 2)}, tmp_path / "weights.pth")
     with pytest.raises(CheckpointError, match=r"weights\.pth is not a RecBole checkpoint: it has no 'config' and "
@@ -258,15 +261,26 @@ def test_a_checkpoint_of_recboles_own_run_function_is_refused(tmp_path, trained)
     saved = torch.load(checkpoint, weights_only=False)
     saved["config"] = RecBoleConfig("SASRec", DATASET, config_dict=tiny_config(tmp_path, train_neg_sample_args=None))
     torch.save(saved, tmp_path / "recbole.pth")
+    with pytest.raises(CheckpointError, match=r"recbole\.pth stores Python objects besides tensors .* can run any code"):
+        Recommender.load(tmp_path / "recbole.pth")
     with pytest.raises(CheckpointError, match=r"recbole\.pth was not written by recbole_genair's run function \(its "
                                               r"config is a recbole\.config\.configurator\.Config.*--model=SASRec --dataset=genair-test"):
-        Recommender.load(tmp_path / "recbole.pth")
+        Recommender.load(tmp_path / "recbole.pth", trust_checkpoint=True)
 
 
 def test_a_general_model_is_refused(tmp_path):
     checkpoint = run_recbole_genair("BPR", config_dict=tiny_config(tmp_path), saved=True)["saved_model_file"]
     with pytest.raises(CheckpointError, match=r"holds BPR, a general model: the Recommender ranks items for item histories"):
         Recommender.load(checkpoint)
+
+
+def _as_format_1(checkpoint):
+    """Rewrite `checkpoint` as recbole_genair 0.1 wrote it: RecBole's pickled Config, no training columns."""
+    saved = read_checkpoint(checkpoint)
+    saved["config"] = saved["config"].recbole_config()
+    for key in ("recbole_genair_checkpoint", "training_columns", "user_num"):
+        del saved[key]
+    torch.save(saved, checkpoint)
 
 
 def _trained_on_a_copy(tmp_path, model="SASRec"):
@@ -296,11 +310,12 @@ def test_a_dataset_whose_items_changed_since_training_is_refused(tmp_path, model
     with pytest.raises(CheckpointError, match=r"was trained on 60 items of dataset 'moving', but .*moving now gives 60 "
                                               r"items, \d+ of them in other rows, e\.g\. row \d+: '\w+' at training, '\w+' now: "
                                               r"the dataset's files changed since training.*Restore the files"):
-        Recommender.load(checkpoint)
+        load_data_and_model(checkpoint)
 
 
 def test_an_older_checkpoint_without_item_ids_on_fewer_items_is_refused(tmp_path):
     folder, checkpoint = _trained_on_a_copy(tmp_path)
+    _as_format_1(checkpoint)
     saved = torch.load(checkpoint, weights_only=False)
     del saved["item_ids"], saved["recbole_genair_version"]
     torch.save(saved, checkpoint)
@@ -308,19 +323,69 @@ def test_an_older_checkpoint_without_item_ids_on_fewer_items_is_refused(tmp_path
     inter.write_text("\n".join(line for line in inter.read_text().splitlines() if line.split("\t")[1] != "42") + "\n")
     with pytest.raises(CheckpointError, match=r"its weights do not fit SASRec as recbole_genair .* builds it on moving "
                                               r"\(size mismatch for item_embedding\.weight.*did not record its version"):
-        Recommender.load(checkpoint)
+        Recommender.load(checkpoint, trust_checkpoint=True)
 
 
-def test_a_checkpoint_follows_its_dataset_to_another_folder(tmp_path):
+def test_a_checkpoint_loads_without_its_dataset_and_an_older_one_follows_it_to_another_folder(tmp_path):
     folder, checkpoint = _trained_on_a_copy(tmp_path, "SASRecGenAIR")
     before = Recommender.load(checkpoint).recommend([["42", "46"]], k=5)
     moved = tmp_path / "elsewhere" / "moving"
     moved.parent.mkdir()
     folder.rename(moved)
+    assert Recommender.load(checkpoint).recommend([["42", "46"]], k=5) == before  # no dataset file is read
+    _as_format_1(checkpoint)
     with pytest.raises(DatasetFilesError, match=r"the folder .*data/moving does not exist"):
-        Recommender.load(checkpoint)
-    assert Recommender.load(checkpoint, data_path=moved).recommend([["42", "46"]], k=5) == before
-    assert Recommender.load(checkpoint, data_path=moved.parent).recommend([["42", "46"]], k=5) == before
+        Recommender.load(checkpoint, trust_checkpoint=True)
+    assert Recommender.load(checkpoint, data_path=moved, trust_checkpoint=True).recommend([["42", "46"]], k=5) == before
+    older = Recommender.load(checkpoint, data_path=moved.parent, trust_checkpoint=True)
+    assert older.recommend([["42", "46"]], k=5) == before
+    older.save(tmp_path / "safe.pth")  # saving an older checkpoint again writes the self-contained format
     _rename_item(moved, "46", "4646")
     with pytest.raises(CheckpointError, match=r"trained on 60 items of dataset 'moving', but .*elsewhere/moving now gives"):
-        Recommender.load(checkpoint, data_path=moved)
+        Recommender.load(checkpoint, data_path=moved, trust_checkpoint=True)
+    shutil.rmtree(moved)
+    assert Recommender.load(tmp_path / "safe.pth").recommend([["42", "46"]], k=5) == before
+
+
+_RECBOLE_SCORES = """
+import sys
+import numpy as np
+import torch
+from recbole.quick_start import load_data_and_model
+
+config, model, dataset, *_ = load_data_and_model(sys.argv[1])
+assert type(model).__module__.startswith("recbole.model."), type(model)
+items = torch.tensor([[dataset.token2id(dataset.iid_field, i) for i in ("42", "46", "7")]])
+interaction = {model.ITEM_SEQ: torch.nn.functional.pad(items, (0, model.max_seq_length - 3)),
+               model.ITEM_SEQ_LEN: torch.tensor([3])}
+model.eval()
+with torch.no_grad():
+    scores = model.full_sort_predict(interaction).view(1, -1)[:, 1: model.n_items]
+np.save(sys.argv[2], scores.numpy())
+print(type(model).__name__)
+"""
+
+
+@pytest.mark.parametrize("model", ["SASRecGenAIR", "BERT4RecTFLLMER", "GRU4RecLLMInit"])
+def test_an_exported_model_is_read_by_recboles_own_loader_and_scores_the_same(tmp_path, trained, model):
+    """RecBole's own loader, in a process that does not import recbole_genair itself (unpickling the config does),
+    rebuilds RecBole's backbone class from the export, and it gives our scores."""
+    checkpoint, recommender = trained(model)
+    exported = tmp_path / "recbole.pth"
+    main([f"--checkpoint={checkpoint}", f"--export_recbole={exported}"])
+    script = tmp_path / "recbole_scores.py"
+    script.write_text(_RECBOLE_SCORES)
+    env = dict(os.environ, TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1")
+    done = subprocess.run([sys.executable, str(script), str(exported), str(tmp_path / "scores.npy")], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == model.replace("GenAIR", "").replace("TFLLMER", "").replace("LLMInit", "")
+    np.testing.assert_allclose(np.load(tmp_path / "scores.npy"), recommender.score([["42", "46", "7"]]), rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_a_model_with_parts_of_its_own_is_not_exported_to_recbole(tmp_path, trained):
+    _, recommender = trained("SASRecFAERec")
+    with pytest.raises(CheckpointError, match=r"SASRecFAERec is more than a RecBole model with another item table"):
+        recommender.export_recbole(tmp_path / "recbole.pth")
+    assert not (tmp_path / "recbole.pth").exists()

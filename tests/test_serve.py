@@ -79,8 +79,9 @@ def test_metadata_describes_the_served_checkpoint(server, trained):
 
 def test_openapi_documents_the_endpoints_and_the_request(server):
     spec = server.get("/openapi.json").json()
-    assert set(spec["paths"]) == {"/recommend", "/items", "/health", "/metadata"}
+    assert set(spec["paths"]) == {"/recommend", "/items", "/items/{item_id}", "/health", "/metadata", "/metrics"}
     assert set(spec["paths"]["/items"]["post"]["responses"]) >= {"200", "400", "422"}
+    assert set(spec["paths"]["/items/{item_id}"]["delete"]["responses"]) >= {"200", "403", "404", "409"}
     assert set(spec["paths"]["/recommend"]["post"]["responses"]) >= {"200", "400", "422"}
     request = spec["components"]["schemas"]["RecommendRequest"]
     assert set(request["properties"]) == {"histories", "k", "exclude_seen", "unknown"}
@@ -235,3 +236,47 @@ def test_too_many_histories_and_a_body_of_unknown_size_are_refused(limited):
                            headers={"content-type": "application/json"})
     assert chunked.status_code == 411 and "Content-Length" in chunked.json()["detail"]
     assert limited.post("/recommend", json={"histories": [["1"]] * 3, "k": 2}).status_code == 200
+
+
+def test_an_api_key_from_the_environment_guards_every_endpoint_but_health(trained, tmp_path):
+    """Issue 34: a really started server with RECBOLE_GENAIR_API_KEY set; the key is never a command-line flag."""
+    checkpoint, recommender = trained
+    body = {"histories": [["1", "2"]], "k": 3}
+    with started_server([f"--checkpoint={checkpoint}"], tmp_path, env={"RECBOLE_GENAIR_API_KEY": "s3cret"}) as client:
+        assert client.get("/health").status_code == 200
+        for answer in (client.post("/recommend", json=body), client.get("/metadata"), client.get("/metrics"),
+                       client.post("/recommend", json=body, headers={"Authorization": "Bearer wrong"}),
+                       client.post("/recommend", json=body, headers={"Authorization": "s3cret"})):
+            assert answer.status_code == 401 and answer.headers["www-authenticate"] == "Bearer"
+            assert "Authorization: Bearer <key>" in answer.json()["detail"] and "s3cret" not in answer.text
+        auth = {"Authorization": "Bearer s3cret"}
+        answer = client.post("/recommend", json=body, headers=auth)
+        assert answer.status_code == 200
+        assert answer.json()["recommendations"] == as_json(recommender.recommend([["1", "2"]], k=3))
+        metrics = client.get("/metrics", headers=auth).text
+        assert 'recbole_genair_errors_total{endpoint="/recommend",method="POST",status="401"} 3.0' in metrics
+    with pytest.raises(SystemExit, match="--api_key_file=.*nokey is empty: write the key on its first line"):
+        (tmp_path / "nokey").write_text("\n")
+        from recbole_genair.commands.serve import main
+
+        main([f"--checkpoint={checkpoint}", f"--api_key_file={tmp_path / 'nokey'}"])
+    assert "--api_key=" not in subprocess.run([sys.executable, "-m", "recbole_genair.serve", "--help"],
+                                              capture_output=True, text=True).stdout
+
+
+def test_a_key_for_writes_only_and_a_read_only_service(trained):
+    from fastapi.testclient import TestClient
+
+    from recbole_genair.serving import create_app
+
+    _, recommender = trained
+    item = {"items": [{"id": "n1", "fields": {"title": "Pen"}}]}
+    client = TestClient(create_app(recommender, api_key="k1", api_key_scope="writes", read_only=True))
+    assert client.post("/recommend", json={"histories": [["1"]], "k": 2}).status_code == 200  # reads: no key
+    assert client.get("/metrics").status_code == 200
+    assert client.post("/items", json=item).status_code == 401 and client.delete("/items/n1").status_code == 401
+    for answer in (client.post("/items", json=item, headers={"Authorization": "Bearer k1"}),
+                   client.delete("/items/n1", headers={"Authorization": "Bearer k1"})):
+        assert answer.status_code == 403 and "read-only (--read_only)" in answer.json()["detail"]
+    with pytest.raises(ValueError, match="api_key_scope must be one of all, writes"):
+        create_app(recommender, api_key="k1", api_key_scope="reads")

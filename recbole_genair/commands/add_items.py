@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from recbole_genair.archetype.new_items import ItemEmbedder, read_new_items
-from recbole_genair.commands.recommend import check_new_output, checkpoint_parser
+from recbole_genair.commands.recommend import check_new_output, checkpoint_parser, load_checkpoint
 from recbole_genair.data.files import DatasetFilesError
 from recbole_genair.data.itememb import itememb_path
 from recbole_genair.recommender import Recommender
@@ -42,7 +42,7 @@ def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     check_new_output(args.output, "--output", args.checkpoint, args.overwrite)
     try:
-        recommender = Recommender.load(args.checkpoint, data_path=args.data_path, threads=args.threads)
+        recommender = load_checkpoint(args)
         embedder = ItemEmbedder(trained_itememb(recommender, args.itememb), llm_model=args.llm_model)
         header, rows, path = read_new_items(args.items, embedder.settings["item_id_field"])
         new_items = embedder.embed(rows, header=header, where=str(path))

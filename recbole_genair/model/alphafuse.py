@@ -91,9 +91,9 @@ class AlphaFuse(LLMItemEmbeddingMixin):
             raise ValueError(f"alphafuse_null_dim must be between 1 and {width - 1} (the item width), not {null_dim}; "
                              f"~ takes half the width")
         llm_table = self._llm_item_table(config, dataset)  # kept in checkpoints, as every LLM model does
-        if source == "raw":
+        if source == "raw" and not getattr(dataset, "rebuilt_from_checkpoint", False):
             vectors = torch.from_numpy(load_raw_item_vectors(dataset, config, config["llm_views"] or "both"))
-        else:
+        else:  # itememb; or rebuilt from a checkpoint, whose state_dict holds the table made from the raw vectors
             vectors = llm_table
         semantic = pca_item_table(vectors, width, whiten=True)
         getLogger().info(f"AlphaFuse: {source} vectors of {vectors.size(1)} dimensions -> {width} whitened principal "

@@ -48,13 +48,15 @@ class LLMItemEmbeddingMixin:
                              f"table), not {tuple(rows.shape)}")
         self.llm_item_vectors = torch.cat([torch.as_tensor(self.llm_item_vectors).float(), rows])
         self.item_embedding.append_llm_rows(self._table_rows_of_llm_rows(rows))
+        # rows 1 .. trained_n_items - 1 are trained: appending in several steps gives what one step gives
+        self.trained_n_items = getattr(self, "trained_n_items", self.n_items)
         self.n_items += rows.size(0)
         if hasattr(self, "mask_token"):  # BERT4Rec: the mask token is the row after the items
             self.mask_token = self.n_items
         bias = getattr(self, "output_bias", None)
         if bias is not None:
             with torch.no_grad():
-                added = bias[1:].mean().expand(rows.size(0))
+                added = bias[1:self.trained_n_items].mean().expand(rows.size(0))
                 self.output_bias = torch.nn.Parameter(torch.cat([bias.detach(), added]))
 
     def _backbone_item_layout(self):
