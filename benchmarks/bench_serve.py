@@ -1,4 +1,5 @@
-"""The HTTP service (issue 18, item 4): p50/p99 latency and requests/s of `POST /recommend`, batches of 1 and 64.
+"""The HTTP service (issues 18, 34): p50/p99 latency and requests/s of `POST /recommend`, batches of 1 and 64,
+with the server's micro-batching on and off, and the time to refuse a 10 MB body.
 
     python benchmarks/bench_serve.py --checkpoint=saved/SASRecGenAIR-....pth
     python benchmarks/bench_serve.py --checkpoint=saved/SASRecGenAIR-....pth --url=http://127.0.0.1:8000
@@ -39,16 +40,20 @@ def parse_args(argv):
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients of the throughput pass (default 4)")
     parser.add_argument("--k", type=int, default=10, help="items per history (default 10)")
     parser.add_argument("--seed", type=int, default=2020)
+    parser.add_argument("--micro_batching", default="on,off",
+                        help="passes with the server's micro-batching on and off (default on,off; with --url: what "
+                             "that server does, reported as given)")
     return parser.parse_args(argv)
 
 
-def start_server(checkpoint, data_path):
+def start_server(checkpoint, data_path, micro_batching=True):
     """(process, url) of the command serving `checkpoint` on a free local port, once /health answers."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     command = [sys.executable, "-m", "recbole_genair.serve", f"--checkpoint={checkpoint}", "--host=127.0.0.1",
-               f"--port={port}", "--log_level=warning"] + ([f"--data_path={data_path}"] if data_path else [])
+               f"--port={port}", "--log_level=warning"] + ([f"--data_path={data_path}"] if data_path else []) + (
+               [] if micro_batching else ["--no_micro_batching"])
     process = subprocess.Popen(command)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
@@ -127,36 +132,49 @@ def in_process(recommender, bodies, warmup):
         return pool.submit(run).result()
 
 
+def refused_body(url, megabytes=10):
+    """Milliseconds until a body of `megabytes` MB is refused (413), sent whole as one request."""
+    body = b'{"histories": [' + b",".join([b'["1"]'] * (megabytes * 1_000_000 // 6)) + b'], "k": 1}'
+    with httpx.Client(base_url=url, timeout=120) as client:
+        start = time.perf_counter()
+        answer = client.post("/recommend", content=body, headers={"content-type": "application/json"})
+        elapsed = (time.perf_counter() - start) * 1000
+    return answer.status_code, elapsed, len(body)
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     recommender = Recommender.load(args.checkpoint, data_path=args.data_path)
-    process, url = (None, args.url.rstrip("/")) if args.url else start_server(args.checkpoint, args.data_path)
-    try:
-        served = httpx.get(f"{url}/metadata").json()
-        if (served["model"], served["n_items"]) != (type(recommender.model).__name__, len(recommender.item_ids)):
-            raise SystemExit(f"error: {url} serves {served['model']} on {served['n_items']} items, not {recommender!r}")
-        print(f"{recommender!r} at {url}; k={args.k}, {args.requests} requests per pass, "
-              f"{args.clients} clients in the throughput pass")
-        rng = random.Random(args.seed)
-        ids, longest = list(recommender.item_ids), recommender.max_history
-        rows = []
-        for batch in (int(b) for b in args.batch_sizes.split(",")):
-            bodies = [{"histories": [rng.sample(ids, rng.randint(1, min(longest, len(ids) - args.k)))
-                                     for _ in range(batch)], "k": args.k} for _ in range(args.requests)]
-            alone, alone_rps = sequential(url, bodies, args.warmup)
-            loaded, loaded_rps = concurrent(url, bodies, args.clients, args.warmup)
-            local = in_process(recommender, bodies, args.warmup)
-            rows.append((batch, *percentiles(alone), alone_rps, *percentiles(loaded), loaded_rps,
-                         percentiles(local)[0], percentiles(alone)[0] / percentiles(local)[0]))
-    finally:
-        if process is not None:
-            process.terminate()
-            process.wait(timeout=30)
-    print(f"{'batch':>5} | {'1 client p50 ms':>15} {'p99 ms':>8} {'req/s':>8} | "
+    print(f"{recommender!r}; k={args.k}, {args.requests} requests per pass, {args.clients} clients in the throughput pass")
+    rows = []
+    for mode in args.micro_batching.split(","):
+        process, url = ((None, args.url.rstrip("/")) if args.url
+                        else start_server(args.checkpoint, args.data_path, mode == "on"))
+        try:
+            served = httpx.get(f"{url}/metadata").json()
+            if (served["model"], served["n_items"]) != (type(recommender.model).__name__, len(recommender.item_ids)):
+                raise SystemExit(f"error: {url} serves {served['model']} on {served['n_items']} items, not {recommender!r}")
+            rng = random.Random(args.seed)
+            ids, longest = list(recommender.item_ids), recommender.max_history
+            for batch in (int(b) for b in args.batch_sizes.split(",")):
+                bodies = [{"histories": [rng.sample(ids, rng.randint(1, min(longest, len(ids) - args.k)))
+                                         for _ in range(batch)], "k": args.k} for _ in range(args.requests)]
+                alone, alone_rps = sequential(url, bodies, args.warmup)
+                loaded, loaded_rps = concurrent(url, bodies, args.clients, args.warmup)
+                local = in_process(recommender, bodies, args.warmup)
+                rows.append((mode, batch, *percentiles(alone), alone_rps, *percentiles(loaded), loaded_rps,
+                             percentiles(local)[0], percentiles(alone)[0] / percentiles(local)[0]))
+            status, refused_ms, size = refused_body(url)
+            print(f"micro-batching {mode}: a {size / 1e6:.1f} MB body answered {status} in {refused_ms:.1f} ms")
+        finally:
+            if process is not None:
+                process.terminate()
+                process.wait(timeout=30)
+    print(f"{'micro-batching':>14} | {'batch':>5} | {'1 client p50 ms':>15} {'p99 ms':>8} {'req/s':>8} | "
           f"{f'{args.clients} clients p50 ms':>16} {'p99 ms':>8} {'req/s':>8} {'histories/s':>11} | "
           f"{'in-process p50 ms':>17} {'HTTP/in-process':>15}")
-    for batch, p50, p99, rps, lp50, lp99, lrps, local50, ratio in rows:
-        print(f"{batch:>5} | {p50:>15.2f} {p99:>8.2f} {rps:>8.1f} | {lp50:>16.2f} {lp99:>8.2f} {lrps:>8.1f} "
+    for mode, batch, p50, p99, rps, lp50, lp99, lrps, local50, ratio in rows:
+        print(f"{mode:>14} | {batch:>5} | {p50:>15.2f} {p99:>8.2f} {rps:>8.1f} | {lp50:>16.2f} {lp99:>8.2f} {lrps:>8.1f} "
               f"{lrps * batch:>11.0f} | {local50:>17.2f} {ratio:>15.2f}")
 
 

@@ -16,6 +16,7 @@ import os
 import torch
 
 from recbole_genair.evaluation.entropy import matrix_entropy
+from recbole_genair.checkpoint import read_checkpoint
 from recbole_genair.quick_start import load_data_and_model
 
 
@@ -43,12 +44,12 @@ def main():
     args = parser.parse_args()
     newest = {}  # (folder, model, seed) -> checkpoint; a rerun after a killed run leaves two: keep the newer
     for path in sorted(args.checkpoints, key=os.path.getmtime):
-        config = torch.load(path, map_location="cpu", weights_only=False)["config"]
+        config = read_checkpoint(path, trust=True)["config"]  # this repository's own runs
         folder = os.path.basename(os.path.dirname(os.path.dirname(os.path.abspath(path))))
         newest[(folder, config["model"], config["seed"])] = path
     rows = []
     for (folder, name, seed), path in newest.items():
-        config, model, *_ = load_data_and_model(path)
+        config, model, *_ = load_data_and_model(path, trust=True)
         logging.getLogger().handlers.clear()  # the run's logger would echo every later line
         rows.append((folder, name, seed, geometry(model)))
     print("| folder | model | seed | item norm | offset / norm | entropy | entropy centred | position norm | position / item |")

@@ -35,7 +35,7 @@ def runs(folder):
 
 def table_shape(checkpoint):
     """Mean pairwise cosine of the normalised item rows, centred entropy, offset / norm of one checkpoint."""
-    _, model, *_ = load_data_and_model(checkpoint)
+    _, model, *_ = load_data_and_model(checkpoint, trust=True)  # this repository's own runs
     logging.getLogger().handlers.clear()
     with torch.no_grad():
         rows = torch.nn.functional.normalize(model.item_embedding.weight[1:model.n_items].double(), dim=1)

@@ -25,8 +25,11 @@ the `RecommendError` message. Neither changes the served model.
 import hmac
 import json
 import logging
+import queue
+import sys
 import threading
 import time
+from concurrent.futures import Future
 from typing import Dict, List, Literal, Union
 
 from fastapi import FastAPI, HTTPException
@@ -182,6 +185,60 @@ class Metrics:
             self.latency.labels(endpoint).observe(time.perf_counter() - start)
 
 
+class MicroBatcher:
+    """Concurrent one-history requests answered by one forward pass: each waits in a queue; one thread takes
+    every request queued (up to `max_batch`, after waiting up to `max_wait_s` for more; 0: only those already
+    there, so a lone request never waits) and asks the model once per (k, exclude_seen, unknown) group.
+
+    Each request gets what `Recommender.recommend` gives it alone (rows are scored independently; scores equal up
+    to float rounding, the batch's matrix product summing in another order); a group whose
+    joint call is refused (one request's unknown id, say) is answered request by request, each with its own error.
+    """
+
+    def __init__(self, recommender, max_batch=256, max_wait_s=0.0):
+        self.recommender, self.max_batch, self.max_wait_s = recommender, int(max_batch), float(max_wait_s)
+        self.queue = queue.SimpleQueue()
+        self.batch_sizes = []  # requests per forward pass, for the benchmark and the tests
+        threading.Thread(target=self._serve, name="micro-batcher", daemon=True).start()
+
+    def recommend(self, history, k, exclude_seen, unknown):
+        """The `Recommendation` of one history, computed with the other requests queued meanwhile."""
+        done = Future()
+        self.queue.put((history, (k, exclude_seen, unknown), done))
+        return done.result()
+
+    def _serve(self):
+        while True:
+            batch = [self.queue.get()]
+            deadline = time.perf_counter() + self.max_wait_s
+            while len(batch) < self.max_batch:
+                try:
+                    left = deadline - time.perf_counter()
+                    batch.append(self.queue.get(timeout=left) if left > 0 else self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            self.batch_sizes.append(len(batch))
+            groups = {}
+            for request in batch:
+                groups.setdefault(request[1], []).append(request)
+            for (k, exclude_seen, unknown), requests in groups.items():
+                self._answer(requests, k, exclude_seen, unknown)
+
+    def _answer(self, requests, k, exclude_seen, unknown):
+        try:
+            results = self.recommender.recommend([h for h, _, _ in requests], k=k, exclude_seen=exclude_seen,
+                                                 unknown=unknown)
+        except Exception:  # noqa: BLE001 - one request's error is answered to that request alone
+            if len(requests) == 1:
+                requests[0][2].set_exception(sys.exc_info()[1])
+                return
+            for request in requests:
+                self._answer([request], k, exclude_seen, unknown)
+            return
+        for (_, _, done), result in zip(requests, results):
+            done.set_result(result)
+
+
 class BodyLimit:
     """ASGI middleware: a request body above `max_bytes` is refused (413) from its Content-Length before any of it is
     read, and a POST without a Content-Length (a chunked body of unknown size) is refused (411), so memory stays
@@ -210,7 +267,8 @@ async def _refuse(send, status, detail, headers=()):
 
 
 def create_app(recommender, embedder=None, added_checkpoint=None, no_embedder_reason=None, max_body_bytes=1_000_000,
-               max_histories=1024, api_key=None, api_key_scope="all", read_only=False):
+               max_histories=1024, api_key=None, api_key_scope="all", read_only=False, micro_batching=True,
+               micro_batch_wait_ms=0.0):
     """A FastAPI app that serves `recommender` (a `recbole_genair.recommender.Recommender`).
 
     `embedder`: an `ItemEmbedder` of the `.itememb` the model was trained on, for `POST /items` (None: items
@@ -221,7 +279,8 @@ def create_app(recommender, embedder=None, added_checkpoint=None, no_embedder_re
     trimmed to its most recent `max_history` items, as `Recommender.recommend` does. `api_key`: requests must
     send it as `Authorization: Bearer <key>` (401 otherwise), on every endpoint but `/health`
     (`api_key_scope="all"`) or on POST /items and DELETE /items/{id} only (`"writes"`). `read_only`: the
-    catalogue cannot be changed (403).
+    catalogue cannot be changed (403). `micro_batching`: concurrent one-history requests share a forward pass
+    (`MicroBatcher`, waiting up to `micro_batch_wait_ms` for more; 0: no added wait).
     """
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -229,7 +288,10 @@ def create_app(recommender, embedder=None, added_checkpoint=None, no_embedder_re
         raise ValueError(f"api_key_scope must be one of {', '.join(API_KEY_SCOPES)}, not {api_key_scope!r}")
     if api_key is not None and not str(api_key).strip():
         raise ValueError("the API key is empty: give a key of at least one character, or none")
+    if micro_batch_wait_ms < 0:
+        raise ValueError(f"micro_batch_wait_ms must be 0 or more, not {micro_batch_wait_ms}")
     registry = CollectorRegistry()
+    batcher = MicroBatcher(recommender, max_wait_s=micro_batch_wait_ms / 1000) if micro_batching else None
     adding = threading.Lock()  # additions one at a time; recommendations go on meanwhile (snapshots)
     if embedder is None and no_embedder_reason:
         logging.getLogger(__name__).warning(f"POST /items is unavailable: {no_embedder_reason}")
@@ -238,6 +300,7 @@ def create_app(recommender, embedder=None, added_checkpoint=None, no_embedder_re
         version=__version__,
         description=f"Top-k items for histories of raw item ids: {recommender!r}.",
     )
+    app.state.batcher = batcher
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     if api_key is not None:
         app.add_middleware(ApiKey, key=str(api_key).strip(), scope=api_key_scope)
@@ -277,8 +340,11 @@ def create_app(recommender, embedder=None, added_checkpoint=None, no_embedder_re
             raise HTTPException(status_code=413, detail=f"{len(request.histories)} histories in one request; this "
                                                         f"service takes at most {max_histories} (--max_histories)")
         try:
-            results = recommender.recommend(request.histories, k=request.k, exclude_seen=request.exclude_seen,
-                                            unknown=request.unknown)
+            if batcher is not None and len(request.histories) == 1:
+                results = [batcher.recommend(request.histories[0], request.k, request.exclude_seen, request.unknown)]
+            else:
+                results = recommender.recommend(request.histories, k=request.k, exclude_seen=request.exclude_seen,
+                                                unknown=request.unknown)
         except RecommendError as err:
             raise HTTPException(status_code=400, detail=str(err)) from None
         return {"recommendations": [

@@ -280,3 +280,22 @@ def test_a_key_for_writes_only_and_a_read_only_service(trained):
         assert answer.status_code == 403 and "read-only (--read_only)" in answer.json()["detail"]
     with pytest.raises(ValueError, match="api_key_scope must be one of all, writes"):
         create_app(recommender, api_key="k1", api_key_scope="reads")
+
+
+def test_concurrent_one_history_requests_share_a_forward_pass_and_keep_their_own_answers(trained):
+    """Issue 34: micro-batching. 24 threads at once; a 50 ms wait makes them meet; one unknown id fails alone."""
+    from recbole_genair.serving import MicroBatcher
+
+    _, recommender = trained
+    batcher = MicroBatcher(recommender, max_wait_s=0.05)
+    histories = [[str(1 + (n * 7) % 50), str(1 + (n * 3) % 50)] for n in range(23)] + [["1", "no-such-item"]]
+    options = [(3 + n % 2, n % 3 != 0, "error") for n in range(24)]  # two k, both exclude_seen: several groups
+    with ThreadPoolExecutor(24) as pool:
+        futures = [pool.submit(batcher.recommend, h, *o) for h, o in zip(histories, options)]
+    for history, (k, exclude_seen, unknown), future in zip(histories[:-1], options, futures):
+        (alone,) = recommender.recommend([history], k=k, exclude_seen=exclude_seen, unknown=unknown)
+        got = future.result()  # the same items; scores equal up to float rounding (a batched matrix product)
+        assert got.items == alone.items and got.scores == pytest.approx(alone.scores, rel=1e-6, abs=1e-6)
+    with pytest.raises(RecommendError, match="'no-such-item'"):
+        futures[-1].result()
+    assert max(batcher.batch_sizes) > 1 and sum(batcher.batch_sizes) == 24

@@ -46,6 +46,12 @@ def parse_args(argv):
     parser.add_argument("--api_key_scope", choices=API_KEY_SCOPES, default="all",
                         help="all: every endpoint but /health needs the key (default); writes: POST /items and "
                              "DELETE /items/{id} only")
+    parser.add_argument("--no_micro_batching", action="store_true",
+                        help="answer each one-history request with its own forward pass (default: concurrent ones "
+                             "share one)")
+    parser.add_argument("--micro_batch_wait_ms", type=float, default=0.0,
+                        help="how long a one-history request waits for others to share its forward pass (default 0: "
+                             "only requests already waiting are joined, a lone request never waits)")
     parser.add_argument("--read_only", action="store_true",
                         help="refuse POST /items and DELETE /items/{id} (403): the catalogue stays as loaded")
     return parser.parse_args(argv)
@@ -91,6 +97,8 @@ def main(argv=None):
         raise SystemExit(f"error: serving needs FastAPI and uvicorn ({err}): "
                          f"pip install \"recbole-genair[serve]\"") from None
     check_new_output(args.added_checkpoint, "--added_checkpoint", args.checkpoint, args.overwrite)
+    if args.micro_batch_wait_ms < 0:
+        raise SystemExit(f"error: --micro_batch_wait_ms={args.micro_batch_wait_ms}: give 0 or more milliseconds")
     for flag in ("max_body_bytes", "max_histories"):
         if getattr(args, flag) < 1:
             raise SystemExit(f"error: --{flag}={getattr(args, flag)}: give a limit of at least 1")
@@ -108,7 +116,8 @@ def main(argv=None):
     print(f"serving {recommender!r} on http://{args.host}:{args.port} (docs at /docs)", file=sys.stderr, flush=True)
     app = create_app(recommender, embedder, args.added_checkpoint, why_not, max_body_bytes=args.max_body_bytes,
                      max_histories=args.max_histories, api_key=key, api_key_scope=args.api_key_scope,
-                     read_only=args.read_only)
+                     read_only=args.read_only, micro_batching=not args.no_micro_batching,
+                     micro_batch_wait_ms=args.micro_batch_wait_ms)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
 
 
