@@ -286,3 +286,23 @@ def test_a_run_resumed_from_damaged_work_files_redoes_only_the_lost_items(tmp_pa
     vectors = stored_vectors(work)
     for item in ids_before:
         np.testing.assert_allclose(vectors[item], vectors_before[item], atol=1e-5, err_msg=f"item {item}")
+
+
+def test_the_decoding_view_pools_only_the_kept_steps_of_rows_that_stopped_early():
+    """Issue 34, planted bug: the decoding view pooled over every generated step of the batch instead of the
+    steps a row kept (a row that reached its EOS early has fewer)."""
+    from types import SimpleNamespace
+
+    from recbole_genair.archetype.pooling import GenerationStates
+
+    generator = torch.Generator().manual_seed(0)
+    prefill = torch.randn(2, 3, 4, generator=generator)  # two prompts of 3 tokens
+    steps = [torch.randn(2, 1, 4, generator=generator) for _ in range(4)]  # 4 more steps: 5 generated tokens
+    recorder = GenerationStates(model=None)
+    recorder.steps = [prefill, *steps]
+    out = SimpleNamespace(sequences=torch.zeros(2, 3 + 5, dtype=torch.long))
+    pooled = recorder.pooled(out, torch.ones(2, 3, dtype=torch.long), kept_lengths=[2, 4])
+    fed = torch.cat(steps, dim=1)  # batch x 4 x hidden
+    np.testing.assert_allclose(pooled[0, 1], fed[0, :2].mean(0).numpy(), rtol=1e-6)  # stopped after 2 tokens
+    np.testing.assert_allclose(pooled[1, 1], fed[1, :4].mean(0).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(pooled[:, 0], prefill.mean(1).numpy(), rtol=1e-6)

@@ -23,6 +23,7 @@ from recbole_genair.evaluation.compare import (ablation_report, markdown_table, 
                                                summarise)
 from recbole_genair.evaluation.entropy import matrix_entropy
 from recbole_genair.evaluation.group_metrics import GROUP_METRICS, TARGET_ITEMS, TRAIN_POPULARITY, item_groups
+from recbole_genair.model.all_positions import TrainModeError
 from recbole_genair.quick_start import build_model, load_data_and_model, prepare_data, run_recbole_genair
 from recbole_genair.trainer import LLMRecTrainer
 
@@ -404,3 +405,39 @@ def test_run_records_and_table_say_how_training_ended(tmp_path):
     ended = run_record(tmp_path / "capped", "SASRec", 2020)["training"]
     assert ended["epochs"] == 2 and not ended["stopped_early"] and "| SASRec | prefix | 64 | 2 |" in capped["table"]
     assert "| 0/1 |" in capped["table"]
+
+
+def test_a_model_that_cannot_train_as_asked_is_refused_before_any_model_trains(tmp_path):
+    """Issue 34: NARMGenAIR with train_mode all_positions was refused only after SASRec had trained."""
+    with pytest.raises(TrainModeError, match="NARMGenAIR supports train_mode: prefix only"):
+        run_comparison(["SASRec", "NARMGenAIR"], "genair-test", "1", tmp_path / "cmp",
+                       config_dict=tiny_config(tmp_path, train_mode="all_positions"))
+    assert not list((tmp_path / "cmp").rglob("*.json")) and not (tmp_path / "saved").exists()
+
+
+def test_the_relative_change_uses_only_the_seeds_both_models_have():
+    """Issue 34, planted bug: Δ over all of a model's seeds instead of those it shares with its reference."""
+    runs = fake_runs(["SASRec"], [1, 2], {"SASRec": [0.10, 0.12]})
+    runs.update(fake_runs(["SASRecGenAIR"], [1, 2, 3], {"SASRecGenAIR": [0.10, 0.12, 0.50]}))
+    summary = summarise(runs, ["SASRec", "SASRecGenAIR"], [1, 2, 3], metrics=["ndcg@10"])
+    assert summary["SASRecGenAIR"]["ndcg@10"]["rel_change"] == pytest.approx(0.0, abs=1e-12)
+    assert summary["SASRecGenAIR"]["ndcg@10"]["mean"] == pytest.approx(0.24)  # the mean keeps every seed
+
+
+def test_entropy_by_quintile_is_averaged_over_seeds_per_quintile():
+    """Issue 34, planted bug: the mean taken over the wrong axis (per seed instead of per quintile)."""
+    runs = fake_runs(["SASRec"], [1, 2], {"SASRec": [0.1, 0.1]})
+    runs[("SASRec", 1)]["entropy_by_quintile"] = [1.0, 2.0, 3.0, 4.0, 5.0]
+    runs[("SASRec", 2)]["entropy_by_quintile"] = [3.0, 4.0, 5.0, 6.0, 8.0]
+    summary = summarise(runs, ["SASRec"], [1, 2], metrics=["ndcg@10"])
+    assert summary["SASRec"]["entropy_by_quintile"] == pytest.approx([2.0, 3.0, 4.0, 5.0, 6.5])
+
+
+@pytest.mark.parametrize("n_items, head", [(7, 2), (11, 3), (5, 1), (12, 3)])
+def test_the_head_is_the_ceiling_of_a_fifth_of_the_items(n_items, head):
+    """Issue 34, planted bug: floor instead of ceil; 0.2 x n fractional for 7, 11 and 12 items."""
+    from recbole_genair.data.popularity import head_items
+
+    popularity = np.r_[0, np.arange(n_items, 0, -1)]  # item 1 the most popular
+    mask = head_items(popularity)
+    assert mask.sum() == head and list(np.flatnonzero(mask)) == list(range(1, head + 1)) and not mask[0]

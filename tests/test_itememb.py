@@ -213,3 +213,18 @@ def test_a_row_without_id_is_named_by_its_line(tmp_path):
     config_dict, path = broken_dataset(tmp_path, edit)
     with pytest.raises(ItemEmbeddingError, match=r"1 rows with empty id: line 5\b"):
         build(config_dict)
+
+
+def test_an_itememb_with_windows_line_ends_keeps_its_json(tmp_path):
+    """Issue 34: an .itememb converted to CRLF (same vectors) had its .itememb.json refused as another version."""
+    from recbole_genair.data.itememb import itememb_meta, load_llm_item_table
+
+    folder = copy_dataset(tmp_path)
+    path = folder / "genair-test.itememb"
+    config = Config("SASRecGenAIR", config_dict=tiny_config(tmp_path, data_path=str(folder.parent)))
+    expected = load_llm_item_table(create_dataset(config), config)
+    path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+    assert itememb_meta(path)[1] is None
+    np.testing.assert_array_equal(load_llm_item_table(create_dataset(config), config), expected)
+    path.write_bytes(path.read_bytes().replace(b"\r\n", b"\n", 3).replace(b"0.", b"1.", 1))  # a changed value
+    assert itememb_meta(path)[1] == "another version"

@@ -389,3 +389,13 @@ def test_a_model_with_parts_of_its_own_is_not_exported_to_recbole(tmp_path, trai
     with pytest.raises(CheckpointError, match=r"SASRecFAERec is more than a RecBole model with another item table"):
         recommender.export_recbole(tmp_path / "recbole.pth")
     assert not (tmp_path / "recbole.pth").exists()
+
+
+def test_exclude_seen_leaves_out_the_whole_history_not_only_what_the_model_reads(trained):
+    """Issue 34, planted bug: only the last MAX_ITEM_LIST_LENGTH items of a history were left out."""
+    _, recommender = trained("SASRecGenAIR")
+    history = [str(i) for i in range(1, 16)]  # 15 items, the model reads the last 10
+    (every,) = recommender.recommend([history], k=len(recommender.item_ids) - 15, exclude_seen=True)
+    assert not set(history) & set(every.items) and len(every.items) == 45
+    (kept,) = recommender.recommend([history], k=len(recommender.item_ids), exclude_seen=False)
+    assert set(history) <= set(kept.items)

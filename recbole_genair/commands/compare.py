@@ -13,9 +13,11 @@ import logging
 import os
 from pathlib import Path
 
+from recbole_genair.config import Config
 from recbole_genair.evaluation.compare import analyse, finished_seeds, parse_seeds, write_report
 from recbole_genair.evaluation.group_metrics import GROUP_METRICS
 from recbole_genair.locking import LockHeld, ProcessLock, describe_holder
+from recbole_genair.model.all_positions import train_objective
 from recbole_genair.processes import run_in_processes
 from recbole_genair.quick_start import run_recbole_genair
 from recbole_genair.threads import check_count, given_threads, threads_per_process
@@ -32,8 +34,7 @@ def run_comparison(models, dataset, seeds, output, config_file_list=None, config
     this process ends (the last process to end writes the complete one). `workers` > 1 trains that
     many runs at once, one process each, with the machine's cores shared among them (`threads`).
     """
-    for model in models:  # a typo fails now, not after the models before it have trained
-        get_model(model)
+    check_models(models, dataset, config_file_list, config_dict, cmd_args)
     workers = check_count(workers, "workers")
     output = Path(output)
     (output / "runs").mkdir(parents=True, exist_ok=True)
@@ -50,6 +51,16 @@ def run_comparison(models, dataset, seeds, output, config_file_list=None, config
         run_workers(job, workers)
     # a comparison split by seed over several processes: the last to end reports every seed finished
     return write_report(output, models, finished_seeds(output, models, seeds), extra_test_modes)
+
+
+def check_models(models, dataset, config_file_list=None, config_dict=None, cmd_args=None):
+    """Refuse, before any model trains, a name no model has and a model that cannot train as asked (e.g.
+    `train_mode: all_positions` for NARMGenAIR): each model's settings are built and its training mode checked."""
+    for model in models:
+        get_model(model)
+    for model in models:
+        config = Config(model, dataset, config_file_list, dict(config_dict or {}), cmd_args=cmd_args)
+        train_objective(config.model_class, config["train_mode"])
 
 
 class WorkerFailed(RuntimeError):

@@ -283,6 +283,19 @@ def file_sha256(path):
 _SHA256 = {}
 
 
+def lf_text_sha256(path):
+    """SHA-256 of a text file's bytes with Windows line ends (CRLF) read as LF: the checksum the archetype
+    preprocessor recorded, for a copy whose line ends a tool or a checkout converted."""
+    digest, carry = hashlib.sha256(), b""
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            block = carry + block
+            carry = b"\r" if block.endswith(b"\r") else b""  # its "\n" may open the next block
+            digest.update((block[:-1] if carry else block).replace(b"\r\n", b"\n"))
+    digest.update(carry)
+    return digest.hexdigest()
+
+
 def itememb_meta(path):
     """(meta, problem) of the archetype preprocessor's `<path>.json` beside an `.itememb`.
 
@@ -297,7 +310,8 @@ def itememb_meta(path):
     recorded = meta.get("itememb_sha256")
     if recorded is None:
         return meta, "no checksum"
-    return meta, (None if recorded == file_sha256(path) else "another version")
+    same = recorded == file_sha256(path) or recorded == lf_text_sha256(path)
+    return meta, (None if same else "another version")
 
 
 def _view_widths_from_meta(meta_path, path):
