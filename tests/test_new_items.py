@@ -1,5 +1,6 @@
 """Items added after training from their text (issue 18, item 2): stored basis, add, save, refusals."""
 import dataclasses
+import json
 import shutil
 
 import numpy as np
@@ -367,3 +368,20 @@ def test_fields_the_dataset_did_not_have_are_refused_before_the_llm_loads(world,
         from recbole_genair.commands.add_items import main
         main([f"--checkpoint={world['trained']('SASRecGenAIR')}", f"--items={bad}", f"--output={tmp_path / 'o.pth'}"])
     assert embedder._llm is None  # refused before the LLM was loaded
+
+
+def test_fields_no_preset_knows_name_the_fix_add_items_can_take(world, tmp_path):
+    """Issue 34: with an .itememb that records neither its fields nor prompt_fields, unknown columns were answered
+    'set prompt_fields in YAML', a setting add_items cannot take."""
+    from recbole_genair.archetype.new_items import ItemEmbedder
+
+    for suffix in ("", ".pca.npz"):
+        shutil.copy(f"{world['itememb']}{suffix}", tmp_path / f"arch.itememb{suffix}")
+    meta = json.loads(world["itememb"].with_suffix(".itememb.json").read_text())
+    del meta["item_fields"]
+    meta["settings"]["prompt_fields"] = None
+    (tmp_path / "arch.itememb.json").write_text(json.dumps(meta))
+    with pytest.raises(NewItemsError, match=r"the fields 'titel', 'brnd' do not make the prompt the archetype run made "
+                                            r".*give each item the fields of the dataset's \.item file") as err:
+        ItemEmbedder(tmp_path / "arch.itememb").embed({"n9": {"titel": "Pen", "brnd": "Lumo"}})
+    assert "YAML" not in str(err.value).split("(")[0]

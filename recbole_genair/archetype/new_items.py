@@ -169,8 +169,12 @@ class ItemEmbedder:
         table = ItemTable(ids=list(rows), fields=rows, header=run_fields or header, path=Path(where))
         try:
             field_map = resolve_field_map(settings, table)
-        except (SettingsError, ValueError) as err:
-            raise NewItemsError(str(err)) from None
+        except (SettingsError, ValueError) as err:  # the run's settings are fixed: say which fields to give
+            raise NewItemsError(
+                f"{where}: the fields {', '.join(repr(f) for f in given)} do not make the prompt the archetype run "
+                f"made ({err}). New items take the prompt settings of the .itememb the model was trained on, which "
+                f"cannot be changed here: give each item the fields of the dataset's .item file those vectors were "
+                f"made from (e.g. its title field)") from None
         clauses = {item: prompt_clauses(rows[item], field_map, settings) for item in rows}
         empty = [item for item in rows if not clauses[item]]
         if empty:
