@@ -4,7 +4,7 @@ PyTorch starts one OpenMP thread per core in every process. Several processes on
 comparison's workers, archetype shards, a training beside an archetype pass) then run more busy
 threads than there are cores, and OpenMP's waiting threads cost far more than the work shared:
 four processes on 2 cores ran an all-position SASRec epoch in 88 s with PyTorch's threads and in
-10 s with one thread each (README, "Threads"). `threads: ~` therefore shares the cores among the
+10 s with one thread each (docs/training.md, "Threads"). `threads: ~` therefore shares the cores among the
 package's own processes: those one command starts (`--workers`, `--nproc`, `--shards`) and those
 already computing on this machine, which register themselves in a folder of the temporary directory.
 """
@@ -135,7 +135,7 @@ def warn_if_oversubscribed(processes, threads, what="processes"):
     logger.warning(f"{processes} {what} x {threads} threads = {busy} busy threads on {cores} cores: each process is "
                    f"expected to run at least {slowdown:.1f}x slower than with {max(1, cores // processes)} threads "
                    f"each (OpenMP's waiting threads cost more than that: 3.4x per epoch was measured with twice too many, "
-                   f"README 'Threads'); "
+                   f"docs/training.md, 'Threads'); "
                    f"give --threads={max(1, cores // processes)} or leave threads at ~.")
     return slowdown
 

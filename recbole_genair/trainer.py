@@ -268,7 +268,7 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
         embedding = getattr(self.model, "item_embedding", None)
         if self.alpha <= 0 or not isinstance(embedding, LLMItemEmbedding):
             return None
-        if not hasattr(self.model, "calibration_items"):
+        if not getattr(self.model, "supports_calibration", False):
             raise ValueError(f"alpha={self.alpha}: behavioural calibration is GenAIR's loss, and {type(self.model).__name__} "
                              f"has none; remove alpha or use a GenAIR model.")
         counts = cooccurrence_matrix(train_data._dataset, window=self.config["cooccurrence_window"])

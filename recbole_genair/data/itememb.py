@@ -95,7 +95,7 @@ def check_itememb_file(config):
         raise FileNotFoundError(
             f"{config['model']} needs LLM item vectors, but {path} does not exist. Produce it with the "
             f"archetype preprocessor: `python -m recbole_genair.archetype --dataset={config['dataset']} "
-            f"--data_path={os.path.dirname(path)}` (see README), or write it yourself as "
+            f"--data_path={os.path.dirname(path)}` (see docs/archetypes.md), or write it yourself as "
             f"'{id_field}:token<TAB>{vector_field}:float_seq' with one line per item."
         )
     sep = config["field_separator"] or "\t"

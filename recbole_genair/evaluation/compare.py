@@ -272,6 +272,14 @@ def _span(values):
     return "-" if not values else (str(min(values)) if min(values) == max(values) else f"{min(values)}-{max(values)}")
 
 
+def report_table(runs, models, seeds, summary=None):
+    """The report's markdown (`table.md`): the test table and the training table of the finished runs."""
+    summary = summarise(runs, models, seeds) if summary is None else summary
+    table = markdown_table(summary, models, next(iter(runs.values()))["eval_mode"], len(seeds))
+    training = training_table(runs, models, seeds)
+    return table + ("\n\n" + training if training else "")
+
+
 def write_report(output, models, seeds, extra_test_modes=()):
     from recbole_genair.evaluation.plots import plot_entropy, plot_group_ndcg, plot_scatter
 
@@ -294,10 +302,7 @@ def write_report(output, models, seeds, extra_test_modes=()):
                              *[extra.get(mode, {}).get(m) for mode, m in extra_names],
                              r["trainable_params"], r["flops_per_user"]])
     (output / "summary.json").write_text(json.dumps({"eval_mode": eval_mode, "seeds": seeds, "models": summary}, indent=1))
-    table = markdown_table(summary, models, eval_mode, len(seeds))
-    training = training_table(runs, models, seeds)
-    if training:
-        table += "\n\n" + training
+    table = report_table(runs, models, seeds, summary)
     (output / "table.md").write_text(table + "\n")
     extra_tables = {}
     for mode in extra_test_modes or ():

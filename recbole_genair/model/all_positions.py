@@ -90,5 +90,5 @@ def all_position_losses(model, interaction, excluded_items=None):
     """The model's training losses with its ranking loss at every position (auxiliary losses unchanged)."""
     with shared_table(model.item_embedding):
         rank = next_item_loss(model, interaction, excluded_items)
-        extra = model.auxiliary_losses(interaction) if hasattr(model, "auxiliary_losses") else ()
+        extra = model.auxiliary_losses(interaction) if hasattr(model, "auxiliary_losses") else ()  # RecBole's: none
     return (rank, *extra) if extra else rank

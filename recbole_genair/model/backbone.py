@@ -20,8 +20,31 @@ class LLMItemEmbeddingMixin:
     # The LLM table goes into checkpoints, so a trained model loads without its `.itememb` file; its
     # source (LLM, settings, PCA basis) tells which vectors items added later must come from.
     other_parameter_name = ("llm_item_vectors", "llm_item_source")
+
+    # The method interface: what the trainer, all-position training and the tools read or call. A method overrides
+    # what it needs (docs/contributing.md); these defaults add nothing to RecBole's backbone.
+    loss_names = ("rec",)  # the names of the losses `calculate_loss` returns, in order, for the training log
     # Why items cannot be added from their text (None: they can, see `append_items`).
     cannot_add_items = None
+    # `forward` only calls the backbone's own forward (e.g. once per view): all-position training may run it
+    forward_runs_backbone = False
+    # `calibration_items` is implemented: behavioural calibration (`alpha` > 0) can train this model (GenAIR)
+    supports_calibration = False
+
+    def auxiliary_losses(self, interaction):
+        """The method's loss terms besides the ranking loss (tensors), added by both training modes.
+
+        A method whose `calculate_loss` adds terms must return them here too: all-position training replaces
+        the ranking loss only, and refuses a model that changes `calculate_loss` without this method.
+        """
+        return ()
+
+    def set_epoch(self, epoch):
+        """Called by the trainer before each training epoch, also after resuming (curricula, per-epoch teachers)."""
+
+    def calibration_items(self, interaction):
+        """The items of the batch whose rows behavioural calibration spreads apart (`supports_calibration`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no behavioural calibration")
 
     def _llm_item_table(self, config, dataset):
         """The LLM item table (`.itememb`, or the checkpoint's when reloaded), kept for checkpoints."""

@@ -16,6 +16,8 @@ class GenAIR(LLMItemEmbeddingMixin):
     becomes the frozen LLM table + projector; the same mixin serves every backbone of `model.variants`.
     """
 
+    supports_calibration = True
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         width, n_extra_tokens = self._backbone_item_layout()

@@ -102,7 +102,7 @@ def variant_class(name):
                   else f"{backbone} is not a RecBole sequential model (names are case-sensitive)")
         raise UnsupportedBackboneError(
             f"no model {name}: {reason}. {method} runs on these backbones: {', '.join(SUPPORTED)} "
-            f"(README, 'Backbones').")
+            f"(docs/models.md, 'Backbones').")
     module = importlib.import_module("recbole.model.sequential_recommender")
     backbone_class = getattr(module, backbone)
     cls = type(name, (mixin, backbone_class), {
