@@ -71,8 +71,8 @@ def _restored(value):
 class SavedConfig:
     """The settings of a checkpoint, read as RecBole's `Config` is (`config[key]`, None when unset).
 
-    Built without importing RecBole's configurator (and scikit-learn with it); `recbole_config()` gives the
-    real `Config` where RecBole's data code needs one.
+    Built without importing RecBole's configurator (and scikit-learn with it);
+    `recbole_genair.interop.recbole_config` gives the real `Config` where RecBole's data code needs one.
     """
 
     def __init__(self, settings):
@@ -86,16 +86,6 @@ class SavedConfig:
 
     def __contains__(self, key):
         return key in self.final_config_dict
-
-    def recbole_config(self):
-        """RecBole's `Config` holding these settings (its constructor would read YAML files and argv again)."""
-        from recbole_genair.config import Config
-        from recbole_genair.utils import get_model
-
-        config = Config.__new__(Config)
-        config.__dict__.update(final_config_dict=self.final_config_dict, model=self["model"], dataset=self["dataset"],
-                               model_class=get_model(self["model"]), parameters={"Settings": list(self.final_config_dict)})
-        return config
 
 
 def plain_config(config):
@@ -226,9 +216,7 @@ def _check_keys(model_file, checkpoint):
             raise CheckpointError(f"{model_file} lacks {', '.join(missing)}: the file is incomplete; {HINT}")
         checkpoint["config"] = SavedConfig(_restored(config))
         return
-    from recbole_genair.config import Config  # a format-1 file, read on trust: RecBole's configurator is loaded
-
-    if not isinstance(config, Config):
+    if (type(config).__module__, type(config).__name__) != ("recbole_genair.config", "Config"):  # format 1: ours
         settings = getattr(config, "final_config_dict", None) or {}
         raise CheckpointError(f"{model_file} was not written by recbole_genair's run function (its config is a "
                               f"{type(config).__module__}.{type(config).__name__}, e.g. from RecBole's own quick_start): "
@@ -271,8 +259,6 @@ def load_model(model_file, trust=False, checkpoint=None, append_added=True):
     training columns raise `CheckpointError` saying so (`recbole_genair.quick_start.load_data_and_model`
     reads those with their dataset).
     """
-    from recbole_genair.utils import get_model
-
     checkpoint = read_checkpoint(model_file, trust=trust) if checkpoint is None else checkpoint
     if not is_self_contained(checkpoint):
         raise CheckpointError(f"{model_file} was written before checkpoints held what the model needs without its "
@@ -281,7 +267,7 @@ def load_model(model_file, trust=False, checkpoint=None, append_added=True):
     config = checkpoint["config"]
     config.final_config_dict.update(single_spec=True, local_rank=0)
     stored, added_vectors = stored_llm_rows(checkpoint)
-    model = get_model(config["model"])(config, SavedDataset(config, checkpoint, stored)).to(config["device"])
+    model = _model_class(config["model"])(config, SavedDataset(config, checkpoint, stored)).to(config["device"])
     load_weights(model, checkpoint, added_vectors, model_file, append_added)
     ids = [str(i) for i in checkpoint["item_ids"][1:]]
     if append_added or holds_extended_weights(checkpoint):
@@ -331,53 +317,14 @@ def load_weights(model, checkpoint, added_vectors, model_file, append_added=True
     model.added_item_ids = tuple(added) if append_added or extended_state else ()
 
 
-# Methods whose trained model is its backbone with another item table: materialised, the backbone is the model.
-_TABLE_ONLY_METHODS = ("GenAIR", "TFLLMER", "LLMInit")
+def _model_class(name):
+    """The class of a saved model: recbole_genair's (variants built on first use), else RecBole's."""
+    from recbole_genair.runtime import disable_anomaly_detection
 
+    model_class = getattr(importlib.import_module("recbole_genair.model"), name, None)
+    if model_class is None:
+        from recbole.utils import get_model
 
-def recbole_backbone(model):
-    """The RecBole class `model` is, once its item table is materialised; `CheckpointError` saying why not."""
-    backbone = next((cls for cls in type(model).__mro__ if cls.__module__.startswith("recbole.model.")), None)
-    method = next((cls.__name__ for cls in type(model).__mro__ if cls.__name__ in _TABLE_ONLY_METHODS), None)
-    if backbone is type(model):
-        return backbone
-    if backbone is None or method is None:
-        raise CheckpointError(f"{type(model).__name__} is more than a RecBole model with another item table (it has "
-                              f"parts of its own at scoring time): RecBole cannot rebuild it; use recbole_genair's "
-                              f"loader (Recommender.load). Exportable: GenAIR, TF-LLMER, LLMInit and RecBole's models")
-    return backbone
-
-
-def write_recbole_checkpoint(config, model, path):
-    """`model` as a checkpoint of its RecBole backbone that RecBole's own `load_data_and_model` reads.
-
-    GenAIR's and TF-LLMER's item rows (projector over the frozen LLM table, residual, normalisation) are
-    computed once and written as the backbone's `item_embedding.weight`; everything else is the backbone's
-    own weights, so RecBole's model scores exactly as ours. Like every RecBole checkpoint it pickles the
-    config (ours, a subclass of RecBole's that restores numpy's aliases when read); RecBole 1.2.1 on
-    torch >= 2.6 reads it, as its own checkpoints, with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1.
-    """
-    from recbole_genair.config import Config
-
-    backbone = recbole_backbone(model)
-    if getattr(model, "added_item_ids", ()):
-        raise CheckpointError(f"the model holds {len(model.added_item_ids)} items added after training, which the "
-                              f"dataset RecBole rebuilds does not have: export the checkpoint saved before adding them")
-    with torch.no_grad():
-        table = model.item_embedding.weight.detach().clone()
-    state = {key: value for key, value in model.state_dict().items() if not key.startswith("item_embedding.")}
-    state["item_embedding.weight"] = table
-    settings = dict(config.final_config_dict, model=backbone.__name__)
-    recbole_config = Config.__new__(Config)
-    recbole_config.__dict__.update(final_config_dict=settings, model=backbone.__name__, model_class=backbone,
-                                   dataset=settings["dataset"], parameters={"Settings": list(settings)})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save({"config": recbole_config, "epoch": 0, "cur_step": 0, "best_valid_score": None,
-                    "state_dict": state, "other_parameter": None, "exported_from": type(model).__name__}, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+        model_class = get_model(name)
+        disable_anomaly_detection()  # RecBole's get_model imports sine.py, which turns anomaly detection on
+    return model_class

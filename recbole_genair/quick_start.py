@@ -15,12 +15,12 @@ from recbole.model.loss import BPRLoss
 from recbole.model.sequential_recommender import BERT4Rec
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
-from recbole_genair import __version__
 from recbole_genair.checkpoint import CheckpointError, SavedConfig, load_weights, read_checkpoint, stored_llm_rows
 from recbole_genair.config import Config
 from recbole_genair.data import create_dataset
 from recbole_genair.data.itememb import itememb_path
 from recbole_genair.data.train_modes import all_position_loader
+from recbole_genair.interop import recbole_config
 from recbole_genair.evaluation.reference import backbone_of, run_settings
 from recbole_genair.model.all_positions import train_objective
 from recbole_genair.model.losses import BCEPairLoss
@@ -181,7 +181,7 @@ def load_data_and_model(model_file, data_path=None, trust=False):
     apply_speed_fixes()
     checkpoint = read_checkpoint(model_file, trust=trust)
     config = checkpoint["config"]
-    config = config.recbole_config() if isinstance(config, SavedConfig) else config
+    config = recbole_config(config) if isinstance(config, SavedConfig) else config
     # a model trained on several processes is read back in one
     config.final_config_dict.update(single_spec=True, local_rank=0)
     if data_path is not None:

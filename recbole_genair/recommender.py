@@ -30,8 +30,7 @@ from recbole.utils import ModelType
 
 from recbole_genair import __version__
 from recbole_genair.checkpoint import (CheckpointError, checkpoint_state, holds_extended_weights, is_self_contained,
-                                       load_model, read_checkpoint, stored_llm_rows, training_inputs, write_checkpoint,
-                                       write_recbole_checkpoint)
+                                       load_model, read_checkpoint, stored_llm_rows, training_inputs, write_checkpoint)
 from recbole_genair.threads import apply_threads
 
 UNKNOWN_IDS = ("error", "skip")
@@ -262,12 +261,14 @@ class Recommender:
 
     def export_recbole(self, path):
         """Write the model as a checkpoint of its RecBole backbone (e.g. SASRec for SASRecGenAIR) that RecBole's own
-        `recbole.quick_start.load_data_and_model` reads; see `recbole_genair.checkpoint.write_recbole_checkpoint`.
+        `recbole.quick_start.load_data_and_model` reads; see `recbole_genair.interop.write_recbole_checkpoint`.
 
         For GenAIR, TF-LLMER, LLMInit and RecBole's models; others are refused with the reason. Returns the path.
         """
         if self.config is None:
             raise RecommendError("this Recommender was built without its config: load it from a checkpoint to export it")
+        from recbole_genair.interop import write_recbole_checkpoint  # RecBole's configurator: loaded only here
+
         return write_recbole_checkpoint(self.config, self._snapshot.model, path)
 
     def add_items(self, new_items):

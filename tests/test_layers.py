@@ -10,7 +10,7 @@ import recbole_genair
 
 PACKAGE = Path(recbole_genair.__file__).resolve().parent
 # Entry points that only hand over to the command layer, as run_recbole_genair.py does.
-ENTRY_POINTS = {"recbole_genair.recommend", "recbole_genair.serve", "recbole_genair.add_items"}
+ENTRY_POINTS = {"recbole_genair.recommend", "recbole_genair.serve", "recbole_genair.add_items", "recbole_genair.tables"}
 
 
 def module_names(package_dir):

@@ -13,6 +13,7 @@ from recbole.config import Config as RecBoleConfig
 
 from conftest import DATASET, TEST_DATA, copy_dataset, raw_sequences, tiny_config, working_in
 from recbole_genair.checkpoint import read_checkpoint
+from recbole_genair.interop import recbole_config
 from recbole_genair.commands.recommend import main
 from recbole_genair.data.files import DatasetFilesError
 from recbole_genair.model import __all__ as OUR_MODELS
@@ -277,7 +278,7 @@ def test_a_general_model_is_refused(tmp_path):
 def _as_format_1(checkpoint):
     """Rewrite `checkpoint` as recbole_genair 0.1 wrote it: RecBole's pickled Config, no training columns."""
     saved = read_checkpoint(checkpoint)
-    saved["config"] = saved["config"].recbole_config()
+    saved["config"] = recbole_config(saved["config"])
     for key in ("recbole_genair_checkpoint", "training_columns", "user_num"):
         del saved[key]
     torch.save(saved, checkpoint)

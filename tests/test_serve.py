@@ -4,14 +4,10 @@ One SASRecGenAIR is trained per module on the tiny dataset, one server is starte
 with `Recommender.recommend` on the same checkpoint in this process.
 """
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import pytest
 
 from conftest import DATASET, free_port, started_server, tiny_config, working_in

@@ -16,7 +16,6 @@ from recbole_genair.archetype.new_items import ItemEmbedder, read_new_items
 from recbole_genair.commands.recommend import check_new_output, checkpoint_parser, load_checkpoint
 from recbole_genair.data.files import DatasetFilesError
 from recbole_genair.data.itememb import itememb_path
-from recbole_genair.recommender import Recommender
 
 
 def parse_args(argv):

@@ -13,7 +13,6 @@ import sys
 
 from recbole_genair.commands.recommend import check_new_output, checkpoint_parser, load_checkpoint
 from recbole_genair.data.files import DatasetFilesError
-from recbole_genair.recommender import Recommender
 
 API_KEY_ENV = "RECBOLE_GENAIR_API_KEY"
 API_KEY_SCOPES = ("all", "writes")  # recbole_genair.serving's, without importing FastAPI before it is checked
