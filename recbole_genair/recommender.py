@@ -362,7 +362,10 @@ class Recommender:
             raise RecommendError(
                 f"the new vectors come from another LLM ({source.llm_model}); the model was trained on vectors of "
                 f"{trained.get('llm_model')}. Embed the new items with the .itememb the model was trained on.")
-        if source.pca_sha256 != str(trained.get("pca_sha256")) or source.itememb_sha256 != str(trained.get("itememb_sha256")):
+        same_itememb = source.itememb_sha256 == str(trained.get("itememb_sha256"))
+        # a model trained before its .itememb.json recorded the basis: the basis now beside that same file is its own
+        same_basis = source.pca_sha256 == str(trained.get("pca_sha256")) or trained.get("pca_sha256") is None
+        if not (same_itememb and same_basis):
             raise RecommendError(
                 f"the new vectors were mapped with another PCA basis (archetype run with signature {source.signature}, "
                 f".itememb {source.itememb_sha256[:12]}); the model was trained on the run with signature "

