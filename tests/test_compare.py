@@ -248,7 +248,7 @@ def test_a_model_with_fewer_seeds_says_so_and_has_no_std():
 
 def test_a_comparison_split_by_seed_reports_every_seed_finished(tmp_path):
     """Issue 34: processes given one seed each wrote a table of their own seed; the last now reports all."""
-    from recbole_genair.evaluation.compare import finished_seeds
+    from recbole_genair.evaluation.run_records import finished_seeds
 
     runs = tmp_path / "runs"
     runs.mkdir()

@@ -8,14 +8,13 @@ the work (each trains the runs no other has taken): `--workers=N` starts N such 
 the machine's cores / N threads. The report (tables, significance, plots) is written by
 `recbole_genair.evaluation.compare.write_report`.
 """
-import json
 import logging
-import os
 from pathlib import Path
 
 from recbole_genair.config import Config
-from recbole_genair.evaluation.compare import analyse, finished_seeds, parse_seeds, write_report
+from recbole_genair.evaluation.compare import analyse, parse_seeds, write_report
 from recbole_genair.evaluation.group_metrics import GROUP_METRICS
+from recbole_genair.evaluation.run_records import finished_seeds, record_path, runs_folder, write_record
 from recbole_genair.locking import LockHeld, ProcessLock, describe_holder
 from recbole_genair.model.all_positions import train_objective
 from recbole_genair.processes import run_in_processes
@@ -37,7 +36,7 @@ def run_comparison(models, dataset, seeds, output, config_file_list=None, config
     check_models(models, dataset, config_file_list, config_dict, cmd_args)
     workers = check_count(workers, "workers")
     output = Path(output)
-    (output / "runs").mkdir(parents=True, exist_ok=True)
+    runs_folder(output).mkdir(parents=True, exist_ok=True)
     seeds = parse_seeds(seeds)
     base = dict(config_dict or {})
     metrics = list(base.get("metrics") or ["Hit", "NDCG", "MRR"])
@@ -79,7 +78,7 @@ def train_runs(models, seeds, dataset, output, config_file_list, config_dict, cm
     """Train every (model, seed) that has no record in `output` and that no other process is training."""
     for model in models:
         for seed in seeds:
-            path = output / "runs" / f"{model}-seed{seed}.json"
+            path = record_path(output, model, seed)
             if path.exists():
                 logger.info(f"skipping {model} seed {seed}: {path} exists")
                 continue
@@ -111,6 +110,4 @@ def _run_one(model, seed, seeds, dataset, output, path, config_file_list, base, 
         "checkpoint": result["saved_model_file"], "training": result["training"], "settings": result["settings"],
         "threads": result["threads"], **result["analysis"],
     }
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(path)
+    write_record(path, record)

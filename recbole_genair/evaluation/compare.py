@@ -23,6 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from recbole_genair.data.popularity import item_popularity
 from recbole_genair.evaluation.entropy import entropy_by_popularity, head_tail_scatter
+from recbole_genair.evaluation.run_records import load_runs
 
 logger = logging.getLogger("recbole_genair.compare")
 TABLE_METRICS = ["ndcg@10", "hit@10", "headndcg@10", "tailndcg@10", "coldndcg@10", "coldhit@10"]
@@ -108,27 +109,6 @@ def parse_seeds(seeds):
             f"give 1 to {MAX_SEED_COUNT}, or list seeds with commas: --seeds={text}, runs seed {text} alone"
         )
     return [2020 + i for i in range(count)]
-
-
-def finished_seeds(output, models, seeds):
-    """`seeds`, plus every seed for which each of `models` has a finished run in `output` (e.g. trained by
-    another process of a comparison split by seed), in ascending order."""
-    found = {}
-    for path in (Path(output) / "runs").glob("*-seed*.json"):
-        model, _, seed = path.stem.rpartition("-seed")
-        if model in models and seed.lstrip("-").isdigit():
-            found.setdefault(int(seed), set()).add(model)
-    return sorted(set(seeds) | {seed for seed, done in found.items() if done >= set(models)})
-
-
-def load_runs(output, models, seeds):
-    runs = {}
-    for model in models:
-        for seed in seeds:
-            path = Path(output) / "runs" / f"{model}-seed{seed}.json"
-            if path.exists():
-                runs[(model, seed)] = json.loads(path.read_text())
-    return runs
 
 
 def summarise(runs, models, seeds, metrics=TABLE_METRICS, protocol=None, reference=None):

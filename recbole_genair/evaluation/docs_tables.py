@@ -13,7 +13,8 @@ in the order given. Paths are relative to the repository root.
 import re
 from pathlib import Path
 
-from recbole_genair.evaluation.compare import load_runs, parse_seeds, report_table
+from recbole_genair.evaluation.compare import parse_seeds, report_table
+from recbole_genair.evaluation.run_records import load_runs
 
 BLOCK = re.compile(r"(<!-- generated: (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from recbole_genair.evaluation.run_records import model_records
 from recbole_genair.paths import PROPS_DIR
 
 # Settings that change what a backbone reaches; a run held against the reference must share them.
@@ -72,7 +73,7 @@ def reference_line(model, backbone, settings, test_result, reference, seed=None)
 
 def build_reference(runs_folder, model, source=None):
     """The reference entry of `model` from a comparison's run records (each must hold its settings)."""
-    records = [json.loads(p.read_text()) for p in sorted(Path(runs_folder, "runs").glob(f"{model}-seed*.json"))]
+    records = model_records(runs_folder, model)
     if not records:
         raise FileNotFoundError(f"no run records of {model} in {runs_folder}/runs: run the comparison first")
     missing = [r["seed"] for r in records if "settings" not in r]
