@@ -103,9 +103,11 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
             self.distributed_model = DistributedDataParallel(self.model, broadcast_buffers=False)
         else:
             super().__init__(config, model)
-        self.alpha = float(config["alpha"] or 0.0)
-        self.alpha_normalization = config["alpha_normalization"] or "none"
-        if self.alpha_normalization not in ("none", "ranking_terms"):
+        # GenAIR's calibration settings (props/model/GenAIR.yaml): a model without them has no calibration, and one
+        # given to it anyway (e.g. --alpha=0.1 for TF-LLMER) is refused by `_build_calibration`
+        self.alpha = float(config["alpha"]) if config["alpha"] is not None else 0.0
+        self.alpha_normalization = config["alpha_normalization"]  # GenAIR's; None for a model without calibration
+        if self.alpha_normalization not in (None, "none", "ranking_terms"):
             raise ValueError(f"alpha_normalization must be 'none' or 'ranking_terms', not {self.alpha_normalization!r}")
         self.calibration = None
         self.excluded_items = None  # unseen_item_negatives: False (collect_training_statistics)
@@ -278,9 +280,9 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
         )
         return BehaviouralCalibrationLoss(
             counts,
-            gamma=self.config["gamma"] if self.config["gamma"] is not None else 4.0,
-            t=self.config["t"] if self.config["t"] is not None else 2.0,
-            kernel=self.config["calibration_kernel"] or "exp",
+            gamma=self.config["gamma"],
+            t=self.config["t"],
+            kernel=self.config["calibration_kernel"],
         )
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
@@ -354,7 +356,7 @@ class LLMRecTrainer(CheckpointLoadMixin, Trainer):
     def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
         if not isinstance(losses, tuple):
             return super()._generate_train_loss_output(epoch_idx, s_time, e_time, losses)
-        places = self.config["loss_decimal_place"] or 4
+        places = self.config["loss_decimal_place"]
         parts = [f"{set_color('train_loss', 'blue')}: {sum(losses):.{places}f}"]
         parts += [
             f"{set_color(name + '_loss', 'blue')}: {value:.{places}f}"

@@ -73,3 +73,30 @@ def test_training_projects_fresh_tables_with_gradients():
     with layer.shared_table() as table:
         assert layer.weight is table and table.requires_grad
     assert layer._table is None
+
+
+# Read for every model, set in YAML only for the models that have it: GenAIR's calibration weight (a default for every
+# model in props/overall.yaml would replace FOSSIL's own `alpha`, read by RecBole's FOSSIL).
+NOT_EVERY_MODEL = {"alpha"}
+
+
+def test_defaults_live_in_props_yaml_only():
+    """Issue 36: no setting has a second default in code (`config["k"] or 4`, `... if config["k"] is not None else
+    0.2`), and every setting the package reads has its default in a YAML file of props/ or RecBole's properties/."""
+    import re
+    from pathlib import Path
+
+    import recbole
+
+    from recbole_genair.config_keys import _code_keys, _yaml_keys
+    from recbole_genair.paths import PACKAGE_DIR, PROPS_DIR
+
+    default = re.compile(r"config\[\s*[\"'](\w+)[\"']\s*\]\)?\s+(?:or\s+(?:-?\d|[\"']|True\b|False\b)"
+                         r"|if\s+(?:self\.)?config\[\s*[\"']\1[\"']\s*\]\s+is not None\s+else\s)")
+    found = sorted({(path.relative_to(PACKAGE_DIR).as_posix(), key) for path in PACKAGE_DIR.rglob("*.py")
+                    for key in default.findall(path.read_text(encoding="utf-8"))})
+    assert [f for f in found if f[1] not in NOT_EVERY_MODEL] == []
+    recbole_dir = Path(recbole.__file__).resolve().parent
+    yaml_keys = _yaml_keys(PROPS_DIR) | _yaml_keys(recbole_dir / "properties")
+    read = _code_keys(PACKAGE_DIR) - _code_keys(recbole_dir) - {"key"}  # `config["key"]` in a docstring example
+    assert sorted(read - yaml_keys) == []

@@ -35,7 +35,7 @@ def defaults(tmp_path, model, files=None, cmd_args=None):
     ("GRU4Rec", ("all_positions", 10, None, None, None)),
     ("SASRecGenAIR", ("all_positions", 10, True, 1e-4, "default")),
     ("GRU4RecGenAIR", ("all_positions", 10, True, 1e-4, "default")),
-    ("SASRecTFLLMER", ("all_positions", 10, None, None, None)),
+    ("SASRecTFLLMER", ("all_positions", 10, False, None, "default")),  # props/model/LLMItemEmbeddingMixin.yaml
     ("BERT4Rec", ("prefix", 3, None, None, None)),
     ("BERT4RecGenAIR", ("prefix", 3, False, None, "default")),
     ("NARMGenAIR", ("prefix", 3, False, None, "default")),

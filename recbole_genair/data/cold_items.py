@@ -52,7 +52,7 @@ def cold_item_settings(config):
     if valid_fraction is not None and fraction + valid_fraction >= 1.0:
         raise ColdItemsError(f"cold_items={fraction} and cold_valid_items={valid_fraction} hold out every item: "
                              f"their sum must stay below 1")
-    how = config["cold_items_by"] or "random"
+    how = config["cold_items_by"]
     if how not in COLD_BY:
         raise ColdItemsError(f"cold_items_by={how!r}: use 'newest' (by first interaction) or 'random'")
     eval_args = config["eval_args"] or {}

@@ -98,8 +98,8 @@ def check_itememb_file(config):
             f"--data_path={os.path.dirname(path)}` (see docs/archetypes.md), or write it yourself as "
             f"'{id_field}:token<TAB>{vector_field}:float_seq' with one line per item."
         )
-    sep = config["field_separator"] or "\t"
-    seq_sep = config["seq_separator"] or " "
+    sep = config["field_separator"]
+    seq_sep = config["seq_separator"]
     expected = [f"{id_field}:token", f"{vector_field}:float_seq"]
     ids, seen = [], set()
     problems = {k: [] for k in ("empty id", "duplicate id", "not a number", "NaN or inf", "wrong length")}
@@ -245,7 +245,7 @@ def select_views(table, config):
     The archetype preprocessor writes each view's width to `<dataset>.itememb.json`; vectors from
     elsewhere can give them as `llm_view_widths: [prefill, decoding]`.
     """
-    views = config["llm_views"] or "both"
+    views = config["llm_views"]
     if views == "both":
         return table
     if views not in ("prefill", "decoding"):

@@ -37,7 +37,7 @@ class _GroupMetric(TopkMetric):
 
     def __init__(self, config):
         super().__init__(config)
-        self.head_ratio = config["head_ratio"] if config["head_ratio"] is not None else 0.2
+        self.head_ratio = config["head_ratio"]
         self.per_user = self.base(config)
 
     def calculate_metric(self, dataobject):

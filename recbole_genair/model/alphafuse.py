@@ -75,9 +75,9 @@ class AlphaFuse(LLMItemEmbeddingMixin):
                         "none, and its raw vector would need the run's decomposition")
 
     def __init__(self, config, dataset):
-        source = config["alphafuse_source"] or "raw"
+        source = config["alphafuse_source"]
         null_dim, temperature = config["alphafuse_null_dim"], float(config["alphafuse_temperature"])
-        id_init = config["alphafuse_id_init"] or "normal"
+        id_init = config["alphafuse_id_init"]
         if source not in ("raw", "itememb"):
             raise ValueError(f"alphafuse_source must be 'raw' or 'itememb', not {source!r}")
         if id_init not in ("normal", "zeros"):
@@ -92,7 +92,7 @@ class AlphaFuse(LLMItemEmbeddingMixin):
                              f"~ takes half the width")
         llm_table = self._llm_item_table(config, dataset)  # kept in checkpoints, as every LLM model does
         if source == "raw" and not getattr(dataset, "rebuilt_from_checkpoint", False):
-            vectors = torch.from_numpy(load_raw_item_vectors(dataset, config, config["llm_views"] or "both"))
+            vectors = torch.from_numpy(load_raw_item_vectors(dataset, config, config["llm_views"]))
         else:  # itememb; or rebuilt from a checkpoint, whose state_dict holds the table made from the raw vectors
             vectors = llm_table
         semantic = pca_item_table(vectors, width, whiten=True)

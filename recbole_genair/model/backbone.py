@@ -98,22 +98,22 @@ class LLMItemEmbeddingMixin:
         the position embeddings a few percent of the encoder input); `default` is PyTorch's (the paper's).
         """
         table = self._llm_item_table(config, dataset) if table is None else table
-        init_scale = config["projector_init_scale"] or "default"
+        init_scale = config["projector_init_scale"]
         if init_scale not in ("default", "backbone"):
             raise ValueError(f"projector_init_scale must be 'default' or 'backbone', not {init_scale!r}; set it in YAML "
                              "or with --projector_init_scale")
         # the random item table being replaced: the scale the backbone's initialisation chose for item vectors
         reference_std = float(self.item_embedding.weight[1:self.n_items].detach().std())
         options = dict(center=bool(config["center_item_table"]), residual=bool(config["item_residual"]),
-                       residual_dropout=float(config["item_residual_dropout"] or 0.0),
-                       cold_residual=config["cold_residual"] or "learned", cold_neighbours=config["cold_neighbours"] or 10,
-                       cold_item_dropout=config["cold_item_dropout"] or 0.0)
+                       residual_dropout=float(config["item_residual_dropout"]),
+                       cold_residual=config["cold_residual"], cold_neighbours=config["cold_neighbours"],
+                       cold_item_dropout=config["cold_item_dropout"])
         if not 0.0 <= options["residual_dropout"] < 1.0:
             raise ValueError(f"item_residual_dropout must be in [0, 1), not {options['residual_dropout']}")
         if config["item_normalization"]:
             self.item_embedding = NormalizedLLMItemEmbedding(
                 table, embedding_size, config["projector_hidden_size"], n_extra_tokens,
-                scale=config["norm_scale"] or 1.0, learnable_scale=bool(config["learnable_norm_scale"]), **options
+                scale=config["norm_scale"], learnable_scale=bool(config["learnable_norm_scale"]), **options
             )
         else:
             self.item_embedding = LLMItemEmbedding(

@@ -99,7 +99,7 @@ class FAERec(LLMItemEmbeddingMixin):
         curriculum = (config["curriculum_w_max"], config["curriculum_w_min"], config["curriculum_period"])
         barlow_offdiag_weight = config["barlow_offdiag_weight"]
         head_ratio = config["head_ratio"]
-        head_split = config["head_split"] or "batch_median"
+        head_split = config["head_split"]
         if head_split not in ("batch_median", "ratio"):
             raise ValueError(f"head_split must be 'batch_median' or 'ratio', not {head_split!r}")
         fusion_norm = "layernorm" if config["fusion_norm"] is None else config["fusion_norm"]  # None: older checkpoint

@@ -97,7 +97,7 @@ class LLMESR(LLMItemEmbeddingMixin):
         id_init = pca_init_table(llm_table, width, scale, self.item_embedding.weight[: self.n_items].detach())
         self.item_embedding = DualViewItemEmbedding(llm_table, id_init, n_extra_tokens)
         self.distill_weight = weight
-        self.teacher_refresh = config["llmesr_teacher"] or "epoch"  # props/model/LLMESR.yaml's default
+        self.teacher_refresh = config["llmesr_teacher"]
         if self.teacher_refresh not in ("step", "epoch"):
             raise ValueError(f"llmesr_teacher: {self.teacher_refresh!r} is not one of 'step' (the neighbours' "
                              f"representations at every step, as the authors' code) or 'epoch' (every user's, once "

@@ -69,7 +69,7 @@ def match_scale(table, reference):
 
 def check_init_scale(config):
     """`pca_init_scale` of LLMInit and FAERec: backbone | raw (checked before the model is built)."""
-    scale = config["pca_init_scale"] or "backbone"
+    scale = config["pca_init_scale"]
     if scale not in ("backbone", "raw"):
         raise ValueError(f"pca_init_scale must be 'backbone' or 'raw', not {scale!r}; set it in YAML or with --pca_init_scale")
     return scale

@@ -29,10 +29,10 @@ class TFLLMER(LLMItemEmbeddingMixin):
 
     def __init__(self, config, dataset):
         recpca_dim = config["recpca_dim"]
-        mode = config["tfllmer_table"] or "frozen"
+        mode = config["tfllmer_table"]
         if mode not in ("frozen", "trainable"):
             raise ValueError(f"tfllmer_table must be 'frozen' or 'trainable', not {mode!r}")
-        recpca_lambda = float(config["recpca_lambda"] or 0.0)
+        recpca_lambda = float(config["recpca_lambda"])
         window = config["cooccurrence_window"]
         super().__init__(config, dataset)
 
@@ -53,7 +53,7 @@ class TFLLMER(LLMItemEmbeddingMixin):
         if mode == "trainable":
             self.cannot_add_items = ("TF-LLMER with tfllmer_table: trainable scores with its trained item table: a new "
                                      "item has no trained row (the frozen mode maps new items through Rec-PCA)")
-            self.item_embedding = NormalizedItemTable(table, n_extra_tokens, scale=config["norm_scale"] or 1.0,
+            self.item_embedding = NormalizedItemTable(table, n_extra_tokens, scale=config["norm_scale"],
                                                       learnable_scale=bool(config["learnable_norm_scale"]))
             return
         # item_normalization / norm_scale / learnable_norm_scale: see `_use_llm_item_embedding`
