@@ -144,17 +144,22 @@ class SavedDataset:
                               f"not keep: load it with its dataset (recbole_genair.quick_start.load_data_and_model)")
 
 
-def write_checkpoint(state, path):
-    """Write `state` to `path` atomically (a reader sees the old file or the new one, never a part)."""
+def atomic_save(obj, path):
+    """`torch.save(obj)` to `path` atomically (a reader sees the old file or the new one, never a part)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        torch.save(plain(state), tmp)  # the default protocol: weights_only reads no protocol-4 frames
+        torch.save(obj, tmp)  # the default protocol: weights_only reads no protocol-4 frames
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def write_checkpoint(state, path):
+    """Write the checkpoint `state` (`checkpoint_state`) to `path` atomically, in plain types."""
+    return atomic_save(plain(state), path)
 
 
 def read_checkpoint(model_file, trust=False):
@@ -266,9 +271,9 @@ def load_model(model_file, trust=False, checkpoint=None, append_added=True):
                               f"recbole_genair.quick_start.load_data_and_model)")
     config = checkpoint["config"]
     config.final_config_dict.update(single_spec=True, local_rank=0)
-    stored, added_vectors = stored_llm_rows(checkpoint)
-    model = _model_class(config["model"])(config, SavedDataset(config, checkpoint, stored)).to(config["device"])
-    load_weights(model, checkpoint, added_vectors, model_file, append_added)
+    model = _model_class(config["model"])(config, SavedDataset(config, checkpoint, stored_llm_rows(checkpoint)[0]))
+    model = model.to(config["device"])
+    load_weights(model, checkpoint, model_file, append_added)
     ids = [str(i) for i in checkpoint["item_ids"][1:]]
     if append_added or holds_extended_weights(checkpoint):
         return config, model, ids
@@ -284,7 +289,7 @@ def stored_llm_rows(checkpoint):
     return vectors[: len(vectors) - added], vectors[len(vectors) - added:]
 
 
-def load_weights(model, checkpoint, added_vectors, model_file, append_added=True):
+def load_weights(model, checkpoint, model_file, append_added=True):
     """The checkpoint's weights into `model`, and the rows of the items added from their text.
 
     Format 2 keeps the trained model's weights and the added items' LLM vectors: the rows are appended after
@@ -292,6 +297,7 @@ def load_weights(model, checkpoint, added_vectors, model_file, append_added=True
     `append_added=False` (format 2): the trained model only.
     """
     added = list(checkpoint.get("added_item_ids") or [])
+    trained_rows, added_vectors = stored_llm_rows(checkpoint)
     extended_state = holds_extended_weights(checkpoint)
     if added and extended_state:
         model.append_items(torch.as_tensor(added_vectors))
@@ -309,8 +315,8 @@ def load_weights(model, checkpoint, added_vectors, model_file, append_added=True
             f"with the version that wrote it or train again."
         ) from None
     other = dict(checkpoint.get("other_parameter") or {})
-    if added and not extended_state and "llm_item_vectors" in other:  # the trained table; append_items extends it
-        other["llm_item_vectors"] = other["llm_item_vectors"][: len(other["llm_item_vectors"]) - len(added)]
+    if added and not extended_state and trained_rows is not None:  # the trained table; append_items extends it
+        other["llm_item_vectors"] = trained_rows
     model.load_other_parameter(other or None)
     if added and not extended_state and append_added:
         model.append_items(torch.as_tensor(added_vectors))

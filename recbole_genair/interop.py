@@ -1,21 +1,20 @@
 """Our trained models in RecBole's own tools: RecBole's `Config` from a checkpoint's settings, and a checkpoint of
 the backbone that RecBole's `recbole.quick_start.load_data_and_model` reads (`Recommender.export_recbole`)."""
-import os
-from pathlib import Path
-
 import torch
 
-from recbole_genair.checkpoint import CheckpointError
+from recbole_genair.checkpoint import CheckpointError, SavedConfig, atomic_save
 from recbole_genair.config import Config
 from recbole_genair.utils import get_model
 
 
-def recbole_config(saved):
-    """RecBole's `Config` (ours, a subclass) holding a `SavedConfig`'s settings, without reading YAML or argv again."""
-    config = Config.__new__(Config)
+def recbole_config(saved, model_class=None):
+    """RecBole's `Config` (ours, a subclass) holding a `SavedConfig`'s settings, without reading YAML or argv again;
+    `model_class`: the model it names (default: the class of its `model` setting)."""
     settings = saved.final_config_dict
+    model_class = get_model(settings["model"]) if model_class is None else model_class
+    config = Config.__new__(Config)
     config.__dict__.update(final_config_dict=settings, model=settings["model"], dataset=settings["dataset"],
-                           model_class=get_model(settings["model"]), parameters={"Settings": list(settings)})
+                           model_class=model_class, parameters={"Settings": list(settings)})
     return config
 
 
@@ -53,17 +52,7 @@ def write_recbole_checkpoint(config, model, path):
         table = model.item_embedding.weight.detach().clone()
     state = {key: value for key, value in model.state_dict().items() if not key.startswith("item_embedding.")}
     state["item_embedding.weight"] = table
-    settings = dict(config.final_config_dict, model=backbone.__name__)
-    recbole_config = Config.__new__(Config)
-    recbole_config.__dict__.update(final_config_dict=settings, model=backbone.__name__, model_class=backbone,
-                                   dataset=settings["dataset"], parameters={"Settings": list(settings)})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save({"config": recbole_config, "epoch": 0, "cur_step": 0, "best_valid_score": None,
-                    "state_dict": state, "other_parameter": None, "exported_from": type(model).__name__}, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    settings = SavedConfig(dict(config.final_config_dict, model=backbone.__name__))
+    return atomic_save({"config": recbole_config(settings, backbone), "epoch": 0, "cur_step": 0,
+                        "best_valid_score": None, "state_dict": state, "other_parameter": None,
+                        "exported_from": type(model).__name__}, path)

@@ -20,8 +20,8 @@ from recbole_genair.config import Config
 from recbole_genair.data import create_dataset
 from recbole_genair.data.itememb import itememb_path
 from recbole_genair.data.train_modes import all_position_loader
-from recbole_genair.interop import recbole_config
 from recbole_genair.evaluation.reference import backbone_of, run_settings
+from recbole_genair.interop import recbole_config
 from recbole_genair.model.all_positions import train_objective
 from recbole_genair.model.losses import BCEPairLoss
 from recbole_genair.runtime import apply_speed_fixes, use_fast_dropout
@@ -190,7 +190,7 @@ def load_data_and_model(model_file, data_path=None, trust=False):
     config.compatibility_settings()  # numpy aliases RecBole sets when a Config is built, not when unpickled
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
-    stored, added_vectors = stored_llm_rows(checkpoint)
+    stored = stored_llm_rows(checkpoint)[0]
     if stored is not None and os.path.isfile(itememb_path(config)):
         stored = None
     elif stored is not None:
@@ -199,5 +199,5 @@ def load_data_and_model(model_file, data_path=None, trust=False):
     check_same_items(checkpoint, dataset, model_file)
     train_data, valid_data, test_data = prepare_data(config, dataset)
     model = build_model(config, train_data)
-    load_weights(model, checkpoint, added_vectors, model_file)
+    load_weights(model, checkpoint, model_file)
     return config, model, dataset, train_data, valid_data, test_data

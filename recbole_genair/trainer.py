@@ -87,7 +87,6 @@ class CheckpointLoadMixin:
             return super().evaluate(eval_data, load_best_model, model_file, show_progress)
 
 
-
 class LLMRecTrainer(CheckpointLoadMixin, Trainer):
     """RecBole `Trainer` with the loss and epoch hooks of recbole_genair."""
 

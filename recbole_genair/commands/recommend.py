@@ -9,6 +9,7 @@ Prints one tab-separated line per recommended item (history number from 0, rank,
 `load_data_and_model` reads (`Recommender.export_recbole`).
 """
 import argparse
+import contextlib
 import logging
 import sys
 import warnings
@@ -45,14 +46,19 @@ def load_checkpoint(args):
     `--verbose`."""
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
+    with contextlib.nullcontext() if args.verbose else _quiet():
         return Recommender.load(args.checkpoint, data_path=args.data_path, threads=args.threads,
                                 trust_checkpoint=args.trust_checkpoint)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """No log message below WARNING and no library warning inside."""
     logging.disable(logging.INFO)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return Recommender.load(args.checkpoint, data_path=args.data_path, threads=args.threads,
-                                    trust_checkpoint=args.trust_checkpoint)
+            yield
     finally:
         logging.disable(logging.NOTSET)
 
